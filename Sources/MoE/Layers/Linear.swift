@@ -1,0 +1,65 @@
+// Linear: the affine map y = x·Wᵀ + b, PyTorch's `nn.Linear`.
+//
+// Legend: N rows (tokens, images), I input features, O output features.
+// The weight is stored [O, I] as PyTorch stores it, so checkpoints load into
+// `nn.Linear` unchanged. Derivation: Notebooks/part2-implementation.md, §2.
+
+/// A fully connected layer, y [N, O] = x [N, I] · Wᵀ [I, O] + b [O].
+public final class Linear: Layer {
+    public let inFeatures: Int
+    public let outFeatures: Int
+    public let weight: Parameter  // [O, I]
+    public let bias: Parameter    // [O]
+    /// Threads this layer's products may use; `MoELayer` sets 1 for experts
+    /// because it already runs experts in parallel.
+    public var threads: Int? = nil
+    private var input = Tensor.zeros([0, 0])  // x [N, I], cached by forward
+
+    /// PyTorch's default initialisation: W and b uniform in (−1/√I, 1/√I)
+    /// (kaiming_uniform with a = √5 for W, which works out to the same bound),
+    /// so a model built here starts in the same distribution as PyTorch's.
+    public init(inFeatures: Int, outFeatures: Int, rng: inout Xoshiro256) {
+        precondition(inFeatures > 0 && outFeatures > 0,
+                     "Linear: sizes must be positive, got in \(inFeatures), out \(outFeatures)")
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        let bound = 1 / Float(inFeatures).squareRoot()
+        weight = Parameter(.uniform([outFeatures, inFeatures], low: -bound, high: bound, rng: &rng))
+        bias = Parameter(.uniform([outFeatures], low: -bound, high: bound, rng: &rng))
+    }
+
+    public var namedParameters: [(name: String, parameter: Parameter)] {
+        [("weight", weight), ("bias", bias)]
+    }
+
+    /// y = x·Wᵀ + b.   x [N, I] -> y [N, O]
+    public func forward(_ x: Tensor) -> Tensor {
+        precondition(x.rank == 2 && x.shape[1] == inFeatures,
+                     "Linear(\(inFeatures)→\(outFeatures)): input has shape \(x.shape), expected [N, \(inFeatures)]")
+        input = x
+        var y = matmul(x, weight.value, transposeB: true, threads: threads ?? Parallel.threads)  // [N, O]
+        y.addRowVector(bias.value)
+        return y
+    }
+
+    /// Backward of y = x·Wᵀ + b, for dy = dL/dy [N, O]:
+    ///
+    ///     dL/dW [O, I] += dyᵀ · x      (each weight sees every row's x, weighted by dy)
+    ///     dL/db [O]    += Σₙ dy[n, :]
+    ///     dL/dx [N, I]  = dy · W
+    ///
+    /// Returns dL/dx. Use `backwardParameters` when dL/dx is not needed (the
+    /// first layer of a network, whose input is data) to skip its matmul.
+    public func backward(_ dy: Tensor) -> Tensor {
+        backwardParameters(dy)
+        return matmul(dy, weight.value, threads: threads ?? Parallel.threads)  // [N, O]·[O, I] -> [N, I]
+    }
+
+    /// Adds dL/dW and dL/db into the parameters' gradients; computes no dL/dx.
+    public func backwardParameters(_ dy: Tensor) {
+        precondition(dy.shape == [input.shape[0], outFeatures],
+                     "Linear(\(inFeatures)→\(outFeatures)).backward: dy has shape \(dy.shape), expected [\(input.shape[0]), \(outFeatures)]")
+        matmulAccumulate(into: &weight.grad, dy, input, transposeA: true, threads: threads ?? Parallel.threads)
+        bias.grad.addColumnSums(of: dy)
+    }
+}

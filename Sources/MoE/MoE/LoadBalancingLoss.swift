@@ -1,0 +1,61 @@
+// The Switch Transformer load-balancing loss (Fedus et al. 2022).
+//
+// Left alone, a router collapses: experts that get tokens improve, so they get
+// more tokens, and the rest starve. The auxiliary loss
+//
+//     aux = E · Σᵢ fᵢ · Pᵢ
+//     fᵢ = (1/N) · #{tokens whose top-k includes expert i}     (Σᵢ fᵢ = k)
+//     Pᵢ = (1/N) · Σₙ p[n, i]                                   (Σᵢ Pᵢ = 1)
+//
+// is smallest when the load is spread evenly. Reading its value: with every
+// expert equally used, fᵢ = k/E and Pᵢ = 1/E, so aux = E · E · (k/E)(1/E) = k
+// (2 for top-2: the walkthrough's "2.10 at convergence"). If every token goes
+// to the same k experts and the router is sure of it, aux = E · k · (1/k) = E.
+// Derivation: Notebooks/part1-foundations.md, §5.
+//
+// The gradient. f is a count of discrete choices, so it is a constant to the
+// gradient; only P carries one:
+//
+//     ∂aux/∂p[n, i] = E · fᵢ / N
+//
+// An expert that is already busy (large fᵢ) has its probabilities pushed down
+// hardest. The training loss is task loss + α·aux, α = 0.1 by default.
+
+/// The value of the Switch load-balancing loss and its gradient with respect to
+/// the router probabilities.
+public struct SwitchLoadBalancingLoss {
+    /// aux = E · Σ fᵢ Pᵢ (in Double, like the task loss)
+    public let value: Double
+    /// fᵢ: fraction of tokens routed to expert i (sums to k)   [E]
+    public let fractions: [Float]
+    /// Pᵢ: mean router probability of expert i (sums to 1)     [E]
+    public let meanProbabilities: [Float]
+
+    public init(routing r: Routing) {
+        let n = r.tokenCount, e = r.expertCount
+        var counts = [Float](repeating: 0, count: e)
+        for expert in r.experts { counts[expert] += 1 }
+        var mean = [Float](repeating: 0, count: e)
+        for t in 0..<n { for i in 0..<e { mean[i] += r.probabilities.data[t * e + i] } }
+        let invN = n > 0 ? 1 / Float(n) : 0
+        fractions = counts.map { $0 * invN }
+        meanProbabilities = mean.map { $0 * invN }
+        var s = 0.0
+        for i in 0..<e { s += Double(fractions[i]) * Double(meanProbabilities[i]) }
+        value = Double(e) * s
+    }
+
+    /// scale · ∂aux/∂p, the same row for every token: scale · E · fᵢ / N.   -> [N, E]
+    public func probabilityGradient(tokens n: Int, scale: Float) -> Tensor {
+        let e = fractions.count
+        let row = fractions.map { scale * Float(e) * $0 / Float(max(n, 1)) }
+        var g = Tensor.zeros([n, e])
+        for t in 0..<n { for i in 0..<e { g.data[t * e + i] = row[i] } }
+        return g
+    }
+
+    /// The value at perfect balance (k) and at total collapse (E), for reading a number.
+    public static func referenceValues(experts: Int, k: Int) -> (balanced: Float, collapsed: Float) {
+        (Float(k), Float(experts))
+    }
+}

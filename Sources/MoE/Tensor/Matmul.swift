@@ -1,0 +1,311 @@
+// Matmul: C = A·B, the one operation that decides how fast this project is.
+//
+// Every Linear layer, every expert and the router are matrix products, forward
+// and backward (Notebooks/part2-implementation.md, §8 "The matmul"). Goals, in
+// order:
+//   1. Correct for every shape, including 0- and 1-sized dimensions and sizes
+//      that are not multiples of the tile. `naiveMatmul` (Matmul+Naive.swift)
+//      is the readable reference; the tests compare the two on many shapes.
+//   2. Readable: one micro-kernel, one packing routine per operand, one loop nest.
+//   3. Fast: close to the core's FMA peak on the MNIST MoE's shapes.
+//
+// Legend: C [M, N] = A [M, K] · B [K, N]. Row-major storage throughout.
+//
+// The three products backprop needs come from the same code:
+//   forward       Y  = X · Wᵀ      A·Bᵀ   (W is [out, in], PyTorch's layout)
+//   input grad    dX = dY · W      A·B
+//   weight grad   dW = dYᵀ · X     Aᵀ·B
+// A transpose is never materialised: the operands are *packed* (copied into
+// small contiguous panels) anyway, and packing can read rows or columns equally
+// well. So "transposed" only changes two strides in the packing loops.
+//
+// How the fast path works (the BLIS recipe, cut down to what these sizes need):
+//   * Register tile. The micro-kernel computes a tile of C of `mr` = 4 rows by
+//     `nr` = 32 columns = 2 SIMD16<Float> vectors per row, so 8 accumulator
+//     vectors stay in registers for the whole K loop. Per step of K it loads 2
+//     vectors of B, broadcasts 4 scalars of A and issues 8 fused multiply-adds:
+//     256 FLOPs per 6 loads, enough to keep the FMA units, not the loads, busy.
+//   * Packing. The kernel reads A as [K][4] and B as [K][32], each contiguous, so
+//     every load is a sequential stream the prefetcher predicts. A B panel is
+//     packed once and re-read by every row tile; partial tiles are zero-padded so
+//     the kernel never branches on the edge (only the final store does).
+//   * K blocking. K is cut into slices of `kc` = 256 so that a packed B panel
+//     (256 × 32 floats = 32 KiB) and the A panel (4 KiB) stay in the L1/L2 caches
+//     while they are re-read. C accumulates across the slices.
+//   * Threads. Large products are split into column (or row) strips, one per
+//     thread, with `Parallel.forEach`; each strip packs its own panels, so the
+//     threads share nothing but read-only inputs.
+import Foundation
+
+// MARK: - Public API
+
+/// Matrix product of two rank-2 tensors, optionally transposing either operand
+/// without copying it.
+///
+///     let y = matmul(x, w, transposeB: true)   // x [N, in], w [out, in] -> y [N, out]
+///
+/// - Precondition: the inner dimensions agree; the message names both shapes.
+/// - Complexity: 2·M·N·K floating-point operations.
+public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false,
+                   threads: Int = Parallel.threads) -> Tensor {
+    let (m, k, n) = matmulShape(a, b, transposeA: transposeA, transposeB: transposeB)
+    var c = Tensor.zeros([m, n])
+    c.data.withUnsafeMutableBufferPointer { cp in
+        a.data.withUnsafeBufferPointer { ap in
+            b.data.withUnsafeBufferPointer { bp in
+                Gemm.multiply(m: m, n: n, k: k,
+                              a: StridedMatrix(ap.baseAddress, rows: m, cols: k, transposed: transposeA),
+                              b: StridedMatrix(bp.baseAddress, rows: k, cols: n, transposed: transposeB),
+                              c: cp.baseAddress, ldc: n, accumulate: false, threads: threads)
+            }
+        }
+    }
+    return c
+}
+
+/// `c += op(a) · op(b)`: the same product, added into an existing tensor.
+/// Backward passes use it to *accumulate* weight gradients, llm.c style.
+public func matmulAccumulate(into c: inout Tensor, _ a: Tensor, _ b: Tensor,
+                             transposeA: Bool = false, transposeB: Bool = false,
+                             threads: Int = Parallel.threads) {
+    let (m, k, n) = matmulShape(a, b, transposeA: transposeA, transposeB: transposeB)
+    precondition(c.shape == [m, n],
+                 "matmulAccumulate: result has shape \(c.shape) but the product of \(a.shape) and \(b.shape) is [\(m), \(n)]")
+    c.data.withUnsafeMutableBufferPointer { cp in
+        a.data.withUnsafeBufferPointer { ap in
+            b.data.withUnsafeBufferPointer { bp in
+                Gemm.multiply(m: m, n: n, k: k,
+                              a: StridedMatrix(ap.baseAddress, rows: m, cols: k, transposed: transposeA),
+                              b: StridedMatrix(bp.baseAddress, rows: k, cols: n, transposed: transposeB),
+                              c: cp.baseAddress, ldc: n, accumulate: true, threads: threads)
+            }
+        }
+    }
+}
+
+/// Checks the operands of a product and returns (M, K, N). Stops with a message
+/// naming both shapes when they do not fit, before any memory is touched.
+func matmulShape(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool) -> (Int, Int, Int) {
+    let opA = transposeA ? "Aᵀ" : "A", opB = transposeB ? "Bᵀ" : "B"
+    precondition(a.rank == 2 && b.rank == 2,
+                 "matmul: \(opA)·\(opB) needs two matrices, got A \(a.shape) and B \(b.shape)")
+    let (m, ka) = transposeA ? (a.shape[1], a.shape[0]) : (a.shape[0], a.shape[1])
+    let (kb, n) = transposeB ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
+    precondition(ka == kb,
+                 "matmul: \(opA)·\(opB) with A \(a.shape) and B \(b.shape): inner dimensions \(ka) and \(kb) differ")
+    return (m, ka, n)
+}
+
+// MARK: - Operands
+
+/// A read-only matrix seen through two strides: element (i, j) of the *logical*
+/// matrix is `base[i * rowStride + j * colStride]`. A row-major [rows, cols]
+/// matrix has strides (cols, 1); its transpose, stored as [cols, rows], has (1, rows).
+struct StridedMatrix {
+    let base: UnsafePointer<Float>?
+    let rowStride: Int
+    let colStride: Int
+
+    /// The logical [rows, cols] matrix at `base`, stored row-major, or stored as
+    /// its transpose ([cols, rows] row-major) when `transposed`.
+    init(_ base: UnsafePointer<Float>?, rows: Int, cols: Int, transposed: Bool) {
+        self.base = base
+        if transposed { rowStride = 1; colStride = rows } else { rowStride = cols; colStride = 1 }
+    }
+
+    init(base: UnsafePointer<Float>?, rowStride: Int, colStride: Int) {
+        self.base = base; self.rowStride = rowStride; self.colStride = colStride
+    }
+}
+
+// MARK: - The blocked, packed, parallel product
+
+enum Gemm {
+    /// Rows of C per register tile (scalars of A broadcast per K step).
+    static let mr = 4
+    /// Columns of C per register tile: 32 floats = 2 SIMD16<Float> vectors.
+    static let nr = 32
+    /// K slice: a packed B panel is kc × nr = 256 × 32 floats = 32 KiB.
+    static let kc = 256
+    /// Below this many FLOPs (2·M·N·K), one thread is faster than waking others:
+    /// dispatching to a second core costs a few microseconds, about what one
+    /// core needs for 2^20 FLOPs at ~100 GFLOP/s. Measured with moe-bench.
+    static let parallelThreshold = 1 << 21
+
+    /// C[M,N] (+)= A[M,K] · B[K,N] with A and B given by strides and C row-major
+    /// with leading dimension `ldc`.
+    static func multiply(m: Int, n: Int, k: Int, a: StridedMatrix, b: StridedMatrix,
+                         c: UnsafeMutablePointer<Float>?, ldc: Int, accumulate: Bool, threads: Int) {
+        guard m > 0, n > 0, let c = c else { return }
+        if k == 0 {  // an empty sum: C = 0 (or unchanged when accumulating)
+            if !accumulate { for i in 0..<m { (c + i * ldc).initialize(repeating: 0, count: n) } }
+            return
+        }
+        let flops = 2 * m * n * k
+        let threads = flops >= parallelThreshold ? threads : 1
+        // Split C into strips, one per thread: by columns when there are enough
+        // column tiles to share, else by rows. Strip edges fall on tile edges.
+        let columnTiles = (n + nr - 1) / nr, rowTiles = (m + mr - 1) / mr
+        let strips = min(threads, max(columnTiles, rowTiles))
+        if strips <= 1 {
+            serial(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: accumulate)
+            return
+        }
+        let byColumns = columnTiles >= rowTiles || columnTiles >= strips
+        Parallel.forEach(strips, threads: strips) { s in
+            if byColumns {
+                let j0 = (columnTiles * s / strips) * nr, j1 = min(n, (columnTiles * (s + 1) / strips) * nr)
+                guard j0 < j1 else { return }
+                let bs = StridedMatrix(base: b.base! + j0 * b.colStride, rowStride: b.rowStride, colStride: b.colStride)
+                serial(m: m, n: j1 - j0, k: k, a: a, b: bs, c: c + j0, ldc: ldc, accumulate: accumulate)
+            } else {
+                let i0 = (rowTiles * s / strips) * mr, i1 = min(m, (rowTiles * (s + 1) / strips) * mr)
+                guard i0 < i1 else { return }
+                let asub = StridedMatrix(base: a.base! + i0 * a.rowStride, rowStride: a.rowStride, colStride: a.colStride)
+                serial(m: i1 - i0, n: n, k: k, a: asub, b: b, c: c + i0 * ldc, ldc: ldc, accumulate: accumulate)
+            }
+        }
+    }
+
+    /// The single-threaded blocked product. Loop nest, outermost first:
+    ///   p0 (K slices) → pack A slice, then for each column panel: pack B panel,
+    ///   then run the micro-kernel down every row tile.
+    static func serial(m: Int, n: Int, k: Int, a: StridedMatrix, b: StridedMatrix,
+                       c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+        let rowTiles = (m + mr - 1) / mr
+        let kcMax = min(kc, k)
+        // Packed panels, 64-byte aligned so every SIMD16 load is a whole cache line.
+        let packedA = UnsafeMutableRawPointer.allocate(byteCount: rowTiles * mr * kcMax * 4, alignment: 64)
+            .bindMemory(to: Float.self, capacity: rowTiles * mr * kcMax)
+        let packedB = UnsafeMutableRawPointer.allocate(byteCount: nr * kcMax * 4, alignment: 64)
+            .bindMemory(to: Float.self, capacity: nr * kcMax)
+        defer { packedA.deallocate(); packedB.deallocate() }
+
+        var p0 = 0
+        while p0 < k {
+            let kLen = min(kc, k - p0)
+            // After the first K slice, C already holds a partial sum: add to it.
+            let addToC = accumulate || p0 > 0
+            for t in 0..<rowTiles {
+                packA(a, rows: (t * mr)..<min(m, t * mr + mr), depth: p0..<(p0 + kLen),
+                      into: packedA + t * mr * kLen)
+            }
+            var j0 = 0
+            while j0 < n {
+                let cols = min(nr, n - j0)
+                packB(b, depth: p0..<(p0 + kLen), cols: j0..<(j0 + cols), into: packedB)
+                for t in 0..<rowTiles {
+                    let rows = min(mr, m - t * mr)
+                    microKernel(kLen: kLen, a: packedA + t * mr * kLen, b: packedB,
+                                c: c + t * mr * ldc + j0, ldc: ldc, rows: rows, cols: cols, accumulate: addToC)
+                }
+                j0 += nr
+            }
+            p0 += kLen
+        }
+    }
+
+    /// Copies A[rows, depth] into `dst` as [depth][mr]: for each k, the mr values
+    /// of one column of the tile, contiguous. Missing rows (the last tile) are 0.
+    @inline(__always)
+    static func packA(_ a: StridedMatrix, rows: Range<Int>, depth: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
+        let src = a.base!
+        var d = dst
+        for p in depth {
+            for r in 0..<mr {
+                let i = rows.lowerBound + r
+                d[r] = i < rows.upperBound ? src[i * a.rowStride + p * a.colStride] : 0
+            }
+            d += mr
+        }
+    }
+
+    /// Copies B[depth, cols] into `dst` as [depth][nr]: for each k, the nr values
+    /// of one row of the panel, contiguous. Missing columns are 0.
+    @inline(__always)
+    static func packB(_ b: StridedMatrix, depth: Range<Int>, cols: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
+        let src = b.base!
+        let width = cols.count
+        if b.colStride == 1 {
+            // B is row-major here: each packed row is a contiguous run of B.
+            var d = dst
+            for p in depth {
+                let row = src + p * b.rowStride + cols.lowerBound
+                d.update(from: row, count: width)
+                if width < nr { (d + width).update(repeating: 0, count: nr - width) }
+                d += nr
+            }
+        } else {
+            // B is stored transposed: a packed row (fixed k) gathers one value
+            // from each of `width` stored rows. Writing the panel row by row keeps
+            // the writes contiguous; the reads are `width` sequential streams,
+            // one per stored row, each using a cache line over 16 steps of k.
+            var d = dst
+            let first = src + cols.lowerBound * b.colStride
+            for p in depth {
+                let column = first + p * b.rowStride
+                for cIndex in 0..<width { d[cIndex] = column[cIndex * b.colStride] }
+                if width < nr { (d + width).update(repeating: 0, count: nr - width) }
+                d += nr
+            }
+        }
+    }
+
+    /// The register tile: C[4, 32] (+)= Apacked[kLen][4] · Bpacked[kLen][32].
+    /// Eight SIMD16 accumulators (4 rows × 2 vectors) live in registers for the
+    /// whole loop; each K step is 2 vector loads, 4 broadcasts and 8 FMAs.
+    @inline(__always)
+    static func microKernel(kLen: Int, a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>,
+                            c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, cols: Int, accumulate: Bool) {
+        typealias V = SIMD16<Float>
+        var c00 = V(), c01 = V(), c10 = V(), c11 = V()
+        var c20 = V(), c21 = V(), c30 = V(), c31 = V()
+        let av = UnsafeRawPointer(a), bv = UnsafeRawPointer(b)
+        for p in 0..<kLen {
+            let b0 = bv.load(fromByteOffset: p * 128, as: V.self)
+            let b1 = bv.load(fromByteOffset: p * 128 + 64, as: V.self)
+            let ap = av.advanced(by: p * 16).assumingMemoryBound(to: Float.self)
+            let a0 = V(repeating: ap[0]), a1 = V(repeating: ap[1])
+            let a2 = V(repeating: ap[2]), a3 = V(repeating: ap[3])
+            c00.addProduct(a0, b0); c01.addProduct(a0, b1)
+            c10.addProduct(a1, b0); c11.addProduct(a1, b1)
+            c20.addProduct(a2, b0); c21.addProduct(a2, b1)
+            c30.addProduct(a3, b0); c31.addProduct(a3, b1)
+        }
+        if rows == mr && cols == nr {
+            // Full tile: straight to C.
+            store(c00, c01, to: c, accumulate: accumulate)
+            store(c10, c11, to: c + ldc, accumulate: accumulate)
+            store(c20, c21, to: c + 2 * ldc, accumulate: accumulate)
+            store(c30, c31, to: c + 3 * ldc, accumulate: accumulate)
+        } else {
+            // Edge tile: spill to a scratch tile, copy only the valid part.
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: mr * nr) { t in
+                let r = UnsafeMutableRawPointer(t.baseAddress!)
+                r.storeBytes(of: c00, toByteOffset: 0, as: V.self); r.storeBytes(of: c01, toByteOffset: 64, as: V.self)
+                r.storeBytes(of: c10, toByteOffset: 128, as: V.self); r.storeBytes(of: c11, toByteOffset: 192, as: V.self)
+                r.storeBytes(of: c20, toByteOffset: 256, as: V.self); r.storeBytes(of: c21, toByteOffset: 320, as: V.self)
+                r.storeBytes(of: c30, toByteOffset: 384, as: V.self); r.storeBytes(of: c31, toByteOffset: 448, as: V.self)
+                for i in 0..<rows {
+                    for j in 0..<cols {
+                        c[i * ldc + j] = accumulate ? c[i * ldc + j] + t[i * nr + j] : t[i * nr + j]
+                    }
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func store(_ v0: SIMD16<Float>, _ v1: SIMD16<Float>, to c: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let raw = UnsafeMutableRawPointer(c)
+        if accumulate {
+            let old0 = raw.loadUnaligned(as: SIMD16<Float>.self)
+            let old1 = raw.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
+            raw.storeBytes(of: old0 + v0, as: SIMD16<Float>.self)
+            raw.storeBytes(of: old1 + v1, toByteOffset: 64, as: SIMD16<Float>.self)
+        } else {
+            raw.storeBytes(of: v0, as: SIMD16<Float>.self)
+            raw.storeBytes(of: v1, toByteOffset: 64, as: SIMD16<Float>.self)
+        }
+    }
+}

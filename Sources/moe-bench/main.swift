@@ -1,0 +1,118 @@
+// moe-bench: how fast is the matmul, in GFLOP/s, on the shapes that matter?
+//
+//     swift run -c release moe-bench           # a table
+//     swift run -c release moe-bench --json    # the same figures as JSON
+//
+// For each shape M×K×N (C[M,N] = A[M,K]·B[K,N]) and each product backprop
+// needs (A·B, A·Bᵀ, Aᵀ·B), it times the tiled kernel on one thread and on all
+// cores, and the naive triple loop on one thread, and prints the median of
+// many repetitions: the machine is shared and noisy, and the median ignores
+// the runs that another process interrupted. GFLOP/s = 2·M·N·K / seconds / 1e9.
+import Foundation
+import MoE
+
+struct Shape { let m: Int, k: Int, n: Int, note: String }
+
+// The MNIST MoE's products (batch 64, 2 of 8 experts → ~16 tokens per expert),
+// then two square sizes to compare with published figures.
+let shapes = [
+    Shape(m: 64, k: 784, n: 256, note: "input layer"),
+    Shape(m: 64, k: 256, n: 8, note: "router"),
+    Shape(m: 16, k: 256, n: 128, note: "expert up"),
+    Shape(m: 16, k: 128, n: 256, note: "expert down"),
+    Shape(m: 64, k: 256, n: 10, note: "output layer"),
+    Shape(m: 256, k: 256, n: 256, note: "square"),
+    Shape(m: 512, k: 512, n: 512, note: "square"),
+]
+let variants: [(name: String, transposeA: Bool, transposeB: Bool)] = [
+    ("AB", false, false), ("ABt", false, true), ("AtB", true, false),
+]
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+if arguments.contains("--help") || arguments.contains("-h") {
+    print("""
+    usage: moe-bench [--json]
+
+    Times the tiled SIMD matmul (1 thread and all \(ProcessInfo.processInfo.activeProcessorCount) cores) and the
+    naive triple loop on the MNIST MoE's shapes, for A·B, A·Bᵀ and Aᵀ·B, and prints
+    the median GFLOP/s. Build with -c release for the published figures.
+      --json   print {"matmul": [{"m", "k", "n", "variant", "threads", "gflops"}, …]}
+    """)
+    exit(0)
+}
+for a in arguments where a != "--json" {
+    FileHandle.standardError.write("moe-bench: unknown argument '\(a)' (try --help)\n".data(using: .utf8)!)
+    exit(2)
+}
+let json = arguments.contains("--json")
+let allCores = ProcessInfo.processInfo.activeProcessorCount
+
+func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
+
+/// Median seconds of one call of `body`, timing batches of calls that last at
+/// least ~2 ms each so the clock's resolution does not matter.
+func medianSeconds(minBatches: Int = 15, _ body: () -> Void) -> Double {
+    body()  // warm-up: page in the buffers, wake the threads
+    var calls = 1
+    while true {
+        let t0 = now()
+        for _ in 0..<calls { body() }
+        if now() - t0 > 0.002 || calls > 1 << 20 { break }
+        calls *= 2
+    }
+    var samples: [Double] = []
+    for _ in 0..<minBatches {
+        let t0 = now()
+        for _ in 0..<calls { body() }
+        samples.append((now() - t0) / Double(calls))
+    }
+    samples.sort()
+    return samples[samples.count / 2]
+}
+
+struct Row { let shape: Shape; let variant: String; let threads: String; let gflops: Double }
+var rows: [Row] = []
+var rng = Xoshiro256(seed: 42)
+for s in shapes {
+    for v in variants {
+        let a = Tensor.uniform(v.transposeA ? [s.k, s.m] : [s.m, s.k], low: -1, high: 1, rng: &rng)
+        let b = Tensor.uniform(v.transposeB ? [s.n, s.k] : [s.k, s.n], low: -1, high: 1, rng: &rng)
+        let flops = 2.0 * Double(s.m * s.n * s.k)
+        for threads in Set([1, allCores]).sorted() {
+            let sec = medianSeconds { _ = matmul(a, b, transposeA: v.transposeA, transposeB: v.transposeB, threads: threads) }
+            rows.append(Row(shape: s, variant: v.name, threads: String(threads), gflops: flops / sec / 1e9))
+        }
+        // The naive loop is slow: a few batches are enough for its median.
+        let sec = medianSeconds(minBatches: 3) { _ = naiveMatmul(a, b, transposeA: v.transposeA, transposeB: v.transposeB) }
+        rows.append(Row(shape: s, variant: v.name, threads: "naive", gflops: flops / sec / 1e9))
+    }
+}
+
+if json {
+    let entries = rows.map { r -> [String: Any] in
+        ["m": r.shape.m, "k": r.shape.k, "n": r.shape.n, "variant": r.variant,
+         "threads": Int(r.threads) ?? 1, "kernel": r.threads == "naive" ? "naive" : "tiled",
+         "gflops": (r.gflops * 100).rounded() / 100]
+    }
+    let data = try! JSONSerialization.data(withJSONObject: ["matmul": entries], options: [.prettyPrinted, .sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+} else {
+    print("matmul GFLOP/s, median (\(allCores) cores available)")
+    let header = ["M×K×N", "", "variant", "tiled 1 thread", "tiled \(allCores) threads", "naive"]
+    var table: [[String]] = [header]
+    for s in shapes {
+        for v in variants {
+            let r = rows.filter { $0.shape.m == s.m && $0.shape.k == s.k && $0.shape.n == s.n && $0.variant == v.name }
+            func g(_ t: String) -> String { r.first { $0.threads == t }.map { String(format: "%.1f", $0.gflops) } ?? "-" }
+            table.append(["\(s.m)×\(s.k)×\(s.n)", s.note, v.name, g("1"), g(String(allCores)), g("naive")])
+        }
+    }
+    let widths = (0..<header.count).map { c in table.map { $0[c].count }.max()! }
+    for (i, line) in table.enumerated() {
+        print(line.enumerated().map { c, cell in
+            c < 3 ? cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
+                  : String(repeating: " ", count: widths[c] - cell.count) + cell
+        }.joined(separator: "  "))
+        if i == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
+    }
+}

@@ -1,0 +1,82 @@
+// The tiled matmul against the naive triple loop, on shapes that straddle the
+// register tile (4 rows × 32 columns) and the K slice (256).
+import XCTest
+@testable import MoE
+
+final class MatmulTests: XCTestCase {
+    /// Tolerance: both sum K products of values in [−1, 1); the naive loop sums in
+    /// Double, the kernel in Float with FMA, so the difference grows like
+    /// √K · 2⁻²⁴ per element. 1e-5·√(K+1) leaves a wide margin above that.
+    func assertMatches(m: Int, k: Int, n: Int, transposeA: Bool, transposeB: Bool,
+                       threads: Int = 1, rng: inout Xoshiro256, file: StaticString = #filePath, line: UInt = #line) {
+        let a = Tensor.uniform(transposeA ? [k, m] : [m, k], low: -1, high: 1, rng: &rng)
+        let b = Tensor.uniform(transposeB ? [n, k] : [k, n], low: -1, high: 1, rng: &rng)
+        let fast = matmul(a, b, transposeA: transposeA, transposeB: transposeB, threads: threads)
+        let slow = naiveMatmul(a, b, transposeA: transposeA, transposeB: transposeB)
+        XCTAssertEqual(fast.shape, [m, n], file: file, line: line)
+        let tolerance = 1e-5 * Float(k + 1).squareRoot()
+        let diff = fast.maxAbsDifference(slow)
+        XCTAssertLessThanOrEqual(diff, tolerance,
+            "M×K×N = \(m)×\(k)×\(n) transposeA \(transposeA) transposeB \(transposeB): max difference \(diff)",
+            file: file, line: line)
+    }
+
+    func testEveryVariantOnEdgeSizes() {
+        var rng = Xoshiro256(seed: 1)
+        let sizes = [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65]
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            for m in sizes {
+                for n in sizes {
+                    assertMatches(m: m, k: [1, 3, 17][(m + n) % 3], n: n, transposeA: ta, transposeB: tb, rng: &rng)
+                }
+            }
+        }
+    }
+
+    func testKAcrossTheSliceBoundary() {
+        var rng = Xoshiro256(seed: 2)
+        for k in [0, 1, 255, 256, 257, 511, 512, 513, 784] {
+            for (ta, tb) in [(false, false), (false, true), (true, false)] {
+                assertMatches(m: 9, k: k, n: 33, transposeA: ta, transposeB: tb, rng: &rng)
+            }
+        }
+    }
+
+    func testMNISTShapesAndThreadsGiveIdenticalResults() {
+        var rng = Xoshiro256(seed: 3)
+        for (m, k, n) in [(64, 784, 256), (64, 256, 8), (16, 256, 128), (16, 128, 256), (64, 256, 10), (130, 70, 300)] {
+            for (ta, tb) in [(false, false), (false, true), (true, false)] {
+                assertMatches(m: m, k: k, n: n, transposeA: ta, transposeB: tb, threads: 2, rng: &rng)
+                let a = Tensor.uniform(ta ? [k, m] : [m, k], low: -1, high: 1, rng: &rng)
+                let b = Tensor.uniform(tb ? [n, k] : [k, n], low: -1, high: 1, rng: &rng)
+                // Threads split C into strips; each element is summed in the same
+                // order either way, so the results must be bit-identical.
+                XCTAssertEqual(matmul(a, b, transposeA: ta, transposeB: tb, threads: 1),
+                               matmul(a, b, transposeA: ta, transposeB: tb, threads: 2))
+            }
+        }
+    }
+
+    func testAccumulateAddsToExistingValues() {
+        var rng = Xoshiro256(seed: 4)
+        for (m, k, n) in [(5, 300, 40), (64, 64, 64), (1, 1, 1)] {
+            let a = Tensor.uniform([k, m], low: -1, high: 1, rng: &rng)
+            let b = Tensor.uniform([k, n], low: -1, high: 1, rng: &rng)
+            let start = Tensor.uniform([m, n], low: -1, high: 1, rng: &rng)
+            var c = start
+            matmulAccumulate(into: &c, a, b, transposeA: true)
+            var expected = naiveMatmul(a, b, transposeA: true)
+            expected += start
+            XCTAssertLessThanOrEqual(c.maxAbsDifference(expected), 1e-4)
+        }
+    }
+
+    func testSmallProductByHand() {
+        // [1 2; 3 4] · [5 6; 7 8] = [19 22; 43 50]
+        let a = Tensor(shape: [2, 2], data: [1, 2, 3, 4])
+        let b = Tensor(shape: [2, 2], data: [5, 6, 7, 8])
+        XCTAssertEqual(matmul(a, b).data, [19, 22, 43, 50])
+        XCTAssertEqual(matmul(a, b, transposeB: true).data, [17, 23, 39, 53])   // A·Bᵀ
+        XCTAssertEqual(matmul(a, b, transposeA: true).data, [26, 30, 38, 44])   // Aᵀ·B
+    }
+}
