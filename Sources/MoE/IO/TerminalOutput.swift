@@ -1,0 +1,229 @@
+// TerminalOutput: aligned tables and a progress bar for the command-line tools.
+//
+// Results in this project are read in two places: live in a terminal, and
+// later in a log file or a CI page where stdout was redirected. The two want
+// different things, which is why the progress bar asks which one it is
+// writing to (`isatty`):
+//
+//   * A terminal can redraw a line in place: `\r` moves the cursor back to the
+//     start of the line and the next write overdraws it. One line that updates
+//     is easy to watch.
+//   * A file cannot: every `\r` redraw stays in it, so a log gets thousands of
+//     near-identical lines glued together with carriage returns. There we
+//     write a plain line every 10% and one at the end.
+//
+// Tables right-align numbers, so that digits of equal place value line up
+// and a column of accuracies can be compared by eye, and left-align words.
+//
+// Both write through `print`'s own C stdio buffer (`fputs` + `fflush`), so their
+// output interleaves correctly with `print` calls in the same program.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+// MARK: - Table
+
+/// Text in aligned columns under a header and a rule.
+///
+///     var table = TextTable(headers: ["model", "experts", "accuracy"])
+///     table.addRow(["dense", "1", "97.8%"])
+///     table.addRow(["moe top-2", "8", "98.4%"])
+///     print(table.render())
+///     // model      experts  accuracy
+///     // ---------  -------  --------
+///     // dense            1     97.8%
+///     // moe top-2        8     98.4%
+public struct TextTable {
+    /// Where a column's cells sit within its width.
+    public enum Alignment {
+        case left, right
+        /// Right if every non-empty cell of the column is a number, else left.
+        case automatic
+    }
+
+    public private(set) var headers: [String]
+    public private(set) var rows: [[String]] = []
+    private var alignments: [Alignment]
+
+    /// - Parameter alignments: one per column; missing entries (or `nil`) mean `.automatic`.
+    public init(headers: [String], alignments: [Alignment]? = nil) {
+        self.headers = headers
+        self.alignments = alignments ?? []
+    }
+
+    /// Appends a row. A short row is padded with empty cells; a long one adds columns.
+    public mutating func addRow(_ cells: [String]) {
+        rows.append(cells)
+    }
+
+    /// The table as lines joined by newlines (no trailing newline, ready for `print`).
+    ///
+    /// - Complexity: O(total characters).
+    public func render() -> String {
+        let columns = max(headers.count, rows.map(\.count).max() ?? 0)
+        func cell(_ row: [String], _ column: Int) -> String { column < row.count ? row[column] : "" }
+
+        // Widths count Characters, so "×" or "é" count as one column, as a terminal shows them.
+        var widths = (0..<columns).map { cell(headers, $0).count }
+        for row in rows {
+            for column in 0..<columns { widths[column] = max(widths[column], cell(row, column).count) }
+        }
+        let rightAligned = (0..<columns).map { column -> Bool in
+            switch column < alignments.count ? alignments[column] : .automatic {
+            case .left: return false
+            case .right: return true
+            case .automatic:
+                let cells = rows.map { cell($0, column) }.filter { !$0.isEmpty }
+                return !cells.isEmpty && cells.allSatisfy(TextTable.looksNumeric)
+            }
+        }
+
+        func line(_ cells: [String]) -> String {
+            let padded = (0..<columns).map { column -> String in
+                let text = cell(cells, column)
+                let padding = String(repeating: " ", count: widths[column] - text.count)
+                return rightAligned[column] ? padding + text : text + padding
+            }
+            // Trailing spaces are invisible but make diffs and copy-paste messy.
+            return String(padded.joined(separator: "  ").reversed().drop(while: { $0 == " " }).reversed())
+        }
+        let rule = widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")
+        return ([line(headers), rule] + rows.map(line)).joined(separator: "\n")
+    }
+
+    /// "0.2147", "-3", "97.8%", "1.5×", "12ms", "203,530", "1.2M": a number,
+    /// perhaps with thousands separators and a unit or magnitude suffix.
+    static func looksNumeric(_ text: String) -> Bool {
+        var body = text.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: ",", with: "")
+        for suffix in ["%", "×", "x", "ms", "s", "k", "K", "M", "G"] where body.hasSuffix(suffix) {
+            body.removeLast(suffix.count)
+            break
+        }
+        return Double(body) != nil
+    }
+}
+
+// MARK: - Progress bar
+
+/// A progress line for a long loop such as a training epoch.
+///
+/// On a terminal it redraws one line in place, at most 20 times a second:
+///
+///     epoch 3  [#########---------------]  384/1000  loss 0.2147 aux 2.10  0:12 elapsed, 0:19 left
+///
+/// When stdout is a file or a pipe it writes a plain line at each 10% and one
+/// when finished, and never a carriage return.
+///
+///     let bar = ProgressBar(title: "epoch 3", total: batches)
+///     for batch in 0..<batches { …; bar.update(batch + 1, status: "loss \(loss)") }
+///     bar.finish(status: "loss \(loss)")
+///
+/// Call it from one thread only.
+public final class ProgressBar {
+    /// Whether standard output is a terminal (rather than a file or a pipe).
+    public static var stdoutIsTerminal: Bool { isatty(STDOUT_FILENO) != 0 }
+
+    /// Writes `text` to standard output and flushes it, so it shows immediately
+    /// even though there is no newline.
+    public static func writeToStandardOutput(_ text: String) {
+        fputs(text, stdout)
+        fflush(stdout)
+    }
+
+    public let title: String
+    public let total: Int
+    public let isTerminal: Bool
+    private let output: (String) -> Void
+    private let clock: () -> Double
+    private let startTime: Double
+
+    private var done = 0
+    private var lastDrawTime = -Double.infinity
+    private var lastLineLength = 0
+    private var lastTenthReported = 0
+    private var isFinished = false
+
+    /// Redraws closer together than this are skipped: a terminal cannot show
+    /// more than ~20 per second usefully, and each costs a system call.
+    private let redrawInterval = 0.05  // seconds
+
+    /// - Parameters:
+    ///   - isTerminal: redraw in place (`true`) or write plain lines (`false`).
+    ///   - output: where text goes; tests pass a closure that collects it.
+    ///   - clock: seconds on a monotonic clock; tests pass a fake one.
+    public init(title: String, total: Int, isTerminal: Bool = ProgressBar.stdoutIsTerminal,
+                output: @escaping (String) -> Void = ProgressBar.writeToStandardOutput,
+                clock: @escaping () -> Double = { ProcessInfo.processInfo.systemUptime }) {
+        self.title = title
+        self.total = total
+        self.isTerminal = isTerminal
+        self.output = output
+        self.clock = clock
+        self.startTime = clock()
+    }
+
+    /// Reports that `done` of `total` steps are complete.
+    public func update(_ done: Int, status: String = "") {
+        guard !isFinished else { return }
+        self.done = min(max(done, 0), max(total, 0))
+        let now = clock()
+        if isTerminal {
+            guard now - lastDrawTime >= redrawInterval || self.done == total else { return }
+            lastDrawTime = now
+            redraw(status: status, now: now)
+        } else {
+            let tenth = total > 0 ? self.done * 10 / total : 10
+            guard tenth > lastTenthReported, tenth < 10 else { return }  // 100% is finish's line
+            lastTenthReported = tenth
+            output("\(title): \(tenth * 10)% (\(self.done)/\(total))\(spaced(status))"
+                   + "  \(ProgressBar.clockText(now - startTime)) elapsed\n")
+        }
+    }
+
+    /// Draws the final state and ends the line. Later calls do nothing.
+    public func finish(status: String = "") {
+        guard !isFinished else { return }
+        isFinished = true
+        let now = clock()
+        if isTerminal {
+            redraw(status: status, now: now, final: true)
+            output("\n")
+        } else {
+            output("\(title): \(done)/\(total) in \(ProgressBar.clockText(now - startTime))\(spaced(status))\n")
+        }
+    }
+
+    private func redraw(status: String, now: Double, final: Bool = false) {
+        let fraction = total > 0 ? Double(done) / Double(total) : 1
+        let width = 24
+        let filled = Int((fraction * Double(width)).rounded(.down))
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        let elapsed = now - startTime
+        // Time left assumes the remaining steps go as fast as the ones so far.
+        let remaining = done > 0 ? ProgressBar.clockText(elapsed / Double(done) * Double(total - done)) : "?"
+        let times = final ? "\(ProgressBar.clockText(elapsed))"
+                          : "\(ProgressBar.clockText(elapsed)) elapsed, \(remaining) left"
+        let line = "\(title)  [\(bar)]  \(done)/\(total)\(spaced(status))  \(times)"
+        // `\r` returns to the start of the line; spaces then erase the tail of a
+        // longer previous line. (A line wider than the terminal wraps, and the
+        // redraw then starts a new row: keep status text short.)
+        let erase = String(repeating: " ", count: max(0, lastLineLength - line.count))
+        lastLineLength = line.count
+        output("\r" + line + erase)
+    }
+
+    private func spaced(_ status: String) -> String { status.isEmpty ? "" : "  " + status }
+
+    /// Seconds as "m:ss", or "h:mm:ss" from an hour on.
+    static func clockText(_ seconds: Double) -> String {
+        guard seconds.isFinite, seconds >= 0, seconds < 1e7 else { return "?" }
+        let whole = Int(seconds.rounded())
+        let (hours, minutes, secs) = (whole / 3600, whole / 60 % 60, whole % 60)
+        return hours > 0 ? String(format: "%d:%02d:%02d", hours, minutes, secs)
+                         : String(format: "%d:%02d", minutes, secs)
+    }
+}
