@@ -1,1 +1,165 @@
-print("todo")
+// mnist-moe: Part 3 of "Deconstructing MoE from Scratch", reproduced by a real run.
+//
+//     swift run mnist-moe              # the walkthrough's setup: MoE and dense, 30 epochs
+//     swift run mnist-moe --help       # every option
+//
+// Loads MNIST (downloading it if missing), trains the MoE classifier
+// (8 experts, top-2) and the dense baseline with the same seed and data,
+// prints the walkthrough's tables from this run, and writes summary.json,
+// SVG plots and checkpoints to --out. Notebooks/part3-mnist.md reads a run.
+import Foundation
+import MoE
+
+func fail(_ message: String, usage: Bool = false, status: Int32 = 1) -> Never {
+    FileHandle.standardError.write(Data("mnist-moe: \(message)\n".utf8))
+    if usage { FileHandle.standardError.write(Data((Options.usage + "\n").utf8)) }
+    exit(status)
+}
+
+// MARK: - Options
+
+let options: Options
+do {
+    options = try Options.parse(Array(CommandLine.arguments.dropFirst()))
+} catch {
+    fail("\(error)", usage: true, status: 2)
+}
+if options.help {
+    print(Options.usage)
+    exit(0)
+}
+Parallel.threads = options.threads
+
+// MARK: - Data
+
+let dataDirectory = MNIST.resolveDirectory(flag: options.dataDir, environment: ProcessInfo.processInfo.environment)
+let mnist: MNIST
+do {
+    let missing = MNIST.missingFiles(in: dataDirectory)
+    if !missing.isEmpty {
+        guard options.download else {
+            fail("\(dataDirectory.path): missing \(missing.joined(separator: ", ")) (run without --no-download to fetch them)")
+        }
+        print("MNIST files missing in \(dataDirectory.path); downloading \(missing.count) file(s)")
+        // One progress bar per file, in kilobytes (the callback comes from the
+        // download's queue while this thread waits, so there is no race).
+        var bars: [String: ProgressBar] = [:]
+        try MNISTDownload.downloadMissing(into: dataDirectory) { p in
+            let total = max(1, (p.bytesExpected ?? 0) / 1024)
+            let bar = bars[p.file] ?? ProgressBar(title: "  \(p.file)", total: total)
+            bars[p.file] = bar
+            if p.bytesExpected != nil && p.bytesReceived >= p.bytesExpected! {
+                bar.finish(status: "\(p.bytesReceived / 1024) KiB from \(p.url.host ?? "mirror")")
+            } else {
+                bar.update(min(total, p.bytesReceived / 1024), status: "\(p.bytesReceived / 1024) KiB")
+            }
+        }
+    }
+    mnist = try MNIST.load(directory: dataDirectory)
+} catch {
+    fail("\(error)")
+}
+guard options.trainSize <= mnist.train.count else {
+    fail("--train-size \(options.trainSize) is more than the \(mnist.train.count) training images", usage: true, status: 2)
+}
+func labeled(_ split: MNISTSplit, _ n: Int) -> LabeledImages {
+    let pixels = split.rows * split.cols
+    return LabeledImages(images: Array(split.images[0..<(n * pixels)]), labels: split.labels[0..<n].map(Int.init),
+                         pixels: pixels)
+}
+let trainSet = labeled(mnist.train, options.trainSize)
+let testSet = labeled(mnist.test, mnist.test.count)
+
+// MARK: - Training
+
+/// Everything a trained model contributes to the tables and summary.json.
+struct ModelRun {
+    let model: Classifier
+    let trainer: Trainer
+    var testAccuracy: Double
+    var trainSeconds: Double
+    var routing: RoutingReport?
+}
+
+var config = TrainingConfig()
+config.epochs = options.epochs
+config.batchSize = options.batchSize
+config.learningRate = options.learningRate
+config.seed = options.seed
+config.shuffle = options.shuffle
+
+let outDirectory = URL(fileURLWithPath: options.out)
+let runMetadata = ["seed": String(options.seed), "source": "mnist-moe"]
+
+func train(_ model: Classifier) -> ModelRun {
+    let trainer = Trainer(model: model, config: config)
+    do {
+        if let path = options.initFrom {
+            try Checkpoint.loadWeights(into: model, from: URL(fileURLWithPath: path))
+            print("\(model.name): initial weights from \(path)")
+        }
+        if let path = options.resume {
+            try Checkpoint.restoreTrainingState(trainer, from: URL(fileURLWithPath: path))
+            print("\(model.name): resuming after epoch \(trainer.epochsDone) from \(path)")
+        }
+    } catch {
+        fail("\(error)")
+    }
+    let label = model.name == "moe" ? "MoE  " : "Dense"
+    while trainer.epochsDone < config.epochs {
+        let epoch = trainer.epochsDone + 1
+        let bar = ProgressBar(title: "\(label) epoch \(String(format: "%2d", epoch))/\(config.epochs)",
+                              total: (trainSet.count + config.batchSize - 1) / config.batchSize)
+        bar.reportsTenths = false   // off a terminal: one line per epoch
+        var record = trainer.trainEpoch(on: trainSet) { done, _, loss, aux in
+            bar.update(done, status: model is MoEClassifier
+                       ? String(format: "loss %.4f  aux %.3f", loss, aux) : String(format: "loss %.4f", loss))
+        }
+        record.testAccuracy = Trainer.accuracy(of: model, on: testSet)
+        trainer.history[trainer.history.count - 1] = record
+        bar.finish(status: String(format: "loss %.4f%@  train acc %.2f%%  test acc %.2f%%  %.2fs",
+                                  record.trainLoss, model is MoEClassifier ? String(format: "  aux %.3f", record.auxLoss) : "",
+                                  100 * record.trainAccuracy, 100 * record.testAccuracy, record.seconds))
+    }
+    do {
+        try Checkpoint.saveWeights(model, to: outDirectory.appendingPathComponent("\(model.name).safetensors"),
+                                   metadata: runMetadata)
+        try Checkpoint.saveTrainingState(trainer, to: outDirectory.appendingPathComponent("\(model.name).resume.safetensors"),
+                                         metadata: runMetadata)
+    } catch {
+        fail("\(error)")
+    }
+    let accuracy = trainer.history.last?.testAccuracy ?? Trainer.accuracy(of: model, on: testSet)
+    var run = ModelRun(model: model, trainer: trainer, testAccuracy: accuracy.isNaN ? Trainer.accuracy(of: model, on: testSet) : accuracy,
+                       trainSeconds: trainer.history.reduce(0) { $0 + $1.seconds }, routing: nil)
+    if let moe = model as? MoEClassifier { run.routing = Trainer.routingReport(of: moe, on: testSet) }
+    return run
+}
+
+print("MNIST: \(trainSet.count) training images, \(testSet.count) test images from \(dataDirectory.path)")
+print("\(options.epochs) epochs, batch \(options.batchSize), Adam lr \(options.learningRate), α \(options.auxWeight), seed \(options.seed), \(options.threads) thread(s)\n")
+
+var runs: [ModelRun] = []
+if options.model != "dense" {
+    var rng = Xoshiro256(seed: options.seed)
+    runs.append(train(MoEClassifier(inputSize: trainSet.pixels, hidden: options.hidden, expertHidden: options.expertHidden,
+                                    experts: options.experts, topK: options.topK, classes: 10,
+                                    auxLossWeight: options.auxWeight, rng: &rng)))
+}
+if options.model != "moe" {
+    var rng = Xoshiro256(seed: options.seed)
+    runs.append(train(DenseClassifier(inputSize: trainSet.pixels, hidden: options.hidden,
+                                      expertHidden: options.expertHidden, classes: 10, rng: &rng)))
+}
+
+// MARK: - Report
+
+let report = RunReport(options: options, runs: runs)
+print(report.tables())
+do {
+    try report.write(to: outDirectory)
+} catch {
+    fail("\(error)")
+}
+print("Wrote \(outDirectory.path)/: summary.json, \(report.plotNames.joined(separator: ", ")), " +
+      runs.map { "\($0.model.name).safetensors" }.joined(separator: ", "))

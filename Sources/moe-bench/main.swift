@@ -31,16 +31,23 @@ let variants: [(name: String, transposeA: Bool, transposeB: Bool)] = [
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("--help") || arguments.contains("-h") {
     print("""
-    usage: moe-bench [--json]
+    usage: moe-bench [--json] [--only matmul|step]
 
     Times the tiled SIMD matmul (1 thread and all \(ProcessInfo.processInfo.activeProcessorCount) cores) and the
     naive triple loop on the MNIST MoE's shapes, for A·B, A·Bᵀ and Aᵀ·B, and prints
     the median GFLOP/s. Build with -c release for the published figures.
-      --json   print {"matmul": [{"m", "k", "n", "variant", "threads", "gflops"}, …]}
+      --json          print {"matmul": [{"m", "k", "n", "variant", "threads", "gflops"}, …],
+                             "training_step": [{"model", "threads", "ms_per_step", …}]}
+      --only SECTION  run only "matmul" or "step" (the training step of the MNIST models)
     """)
     exit(0)
 }
-for a in arguments where a != "--json" {
+// --only matmul | --only step: one section (e.g. to profile a training step).
+var only: String? = nil
+if let i = arguments.firstIndex(of: "--only"), i + 1 < arguments.count, ["matmul", "step"].contains(arguments[i + 1]) {
+    only = arguments[i + 1]
+}
+for (i, a) in arguments.enumerated() where a != "--json" && a != "--only" && !(i > 0 && arguments[i - 1] == "--only" && only != nil) {
     FileHandle.standardError.write("moe-bench: unknown argument '\(a)' (try --help)\n".data(using: .utf8)!)
     exit(2)
 }
@@ -73,7 +80,7 @@ func medianSeconds(minBatches: Int = 15, _ body: () -> Void) -> Double {
 struct Row { let shape: Shape; let variant: String; let threads: String; let gflops: Double }
 var rows: [Row] = []
 var rng = Xoshiro256(seed: 42)
-for s in shapes {
+for s in only == "step" ? [] : shapes {
     for v in variants {
         let a = Tensor.uniform(v.transposeA ? [s.k, s.m] : [s.m, s.k], low: -1, high: 1, rng: &rng)
         let b = Tensor.uniform(v.transposeB ? [s.n, s.k] : [s.k, s.n], low: -1, high: 1, rng: &rng)
@@ -88,13 +95,46 @@ for s in shapes {
     }
 }
 
+// MARK: - A whole training step of the MNIST models
+
+/// Median seconds of one training step (forward, backward, Adam) on a random
+/// batch of 64 "images", with the routing of whatever the model has learned so far.
+func stepSeconds(_ model: Classifier, threads: Int) -> Double {
+    Parallel.threads = threads
+    defer { Parallel.threads = allCores }
+    var rng = Xoshiro256(seed: 7)
+    let x = Tensor.uniform([64, 784], low: 0, high: 1, rng: &rng)
+    let y = (0..<64).map { $0 % 10 }
+    let adam = Adam(parameters: model.parameters)
+    return medianSeconds(minBatches: 21) {
+        model.zeroGrad()
+        let ce = SoftmaxCrossEntropy.compute(logits: model.forward(x), labels: y)
+        model.backward(ce.gradient)
+        adam.step()
+    }
+}
+struct StepRow { let model: String; let threads: Int; let ms: Double }
+var stepRows: [StepRow] = []
+for threads in only == "matmul" ? [] : Set([1, allCores]).sorted() {
+    var rng = Xoshiro256(seed: 0)
+    stepRows.append(StepRow(model: "moe", threads: threads, ms: 1e3 * stepSeconds(MoEClassifier(rng: &rng), threads: threads)))
+    stepRows.append(StepRow(model: "dense", threads: threads, ms: 1e3 * stepSeconds(DenseClassifier(rng: &rng), threads: threads)))
+}
+// 5,000 images / 64 = 79 steps per epoch, 30 epochs.
+let stepsPerRun = 79.0 * 30
+
 if json {
     let entries = rows.map { r -> [String: Any] in
         ["m": r.shape.m, "k": r.shape.k, "n": r.shape.n, "variant": r.variant,
          "threads": Int(r.threads) ?? 1, "kernel": r.threads == "naive" ? "naive" : "tiled",
          "gflops": (r.gflops * 100).rounded() / 100]
     }
-    let data = try! JSONSerialization.data(withJSONObject: ["matmul": entries], options: [.prettyPrinted, .sortedKeys])
+    let steps = stepRows.map { r -> [String: Any] in
+        ["model": r.model, "threads": r.threads, "ms_per_step": (r.ms * 1000).rounded() / 1000,
+         "estimated_train_seconds_30_epochs": (r.ms * stepsPerRun / 10).rounded() / 100]
+    }
+    let data = try! JSONSerialization.data(withJSONObject: ["matmul": entries, "training_step": steps],
+                                           options: [.prettyPrinted, .sortedKeys])
     print(String(decoding: data, as: UTF8.self))
 } else {
     print("matmul GFLOP/s, median (\(allCores) cores available)")
@@ -114,5 +154,10 @@ if json {
                   : String(repeating: " ", count: widths[c] - cell.count) + cell
         }.joined(separator: "  "))
         if i == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
+    }
+    print("\ntraining step, batch 64 (forward + backward + Adam), median")
+    for r in stepRows {
+        print(String(format: "  %-5@  %d thread(s)  %7.3f ms/step  → %5.2f s for 30 epochs of 5,000 images",
+                     r.model, r.threads, r.ms, r.ms * stepsPerRun / 1000))
     }
 }

@@ -137,6 +137,9 @@ public final class ProgressBar {
     public let title: String
     public let total: Int
     public let isTerminal: Bool
+    /// Off a terminal, also write a line at each 10% (off for short loops such
+    /// as a training epoch, where one line per loop is enough).
+    public var reportsTenths = true
     private let output: (String) -> Void
     private let clock: () -> Double
     private let startTime: Double
@@ -177,7 +180,7 @@ public final class ProgressBar {
             redraw(status: status, now: now)
         } else {
             let tenth = total > 0 ? self.done * 10 / total : 10
-            guard tenth > lastTenthReported, tenth < 10 else { return }  // 100% is finish's line
+            guard reportsTenths, tenth > lastTenthReported, tenth < 10 else { return }  // 100% is finish's line
             lastTenthReported = tenth
             output("\(title): \(tenth * 10)% (\(self.done)/\(total))\(spaced(status))"
                    + "  \(ProgressBar.clockText(now - startTime)) elapsed\n")

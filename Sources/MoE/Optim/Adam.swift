@@ -39,17 +39,43 @@ public final class Adam {
         let t = Float(stepCount)
         let correction1 = 1 - pow(beta1, t)
         let correction2Root = (1 - pow(beta2, t)).squareRoot()
-        let (b1, b2, lr, eps) = (beta1, beta2, learningRate, epsilon)
+        let (b1, b2, eps) = (beta1, beta2, epsilon)
+        let stepSize = learningRate / correction1
         for (index, p) in parameters.enumerated() {
-            p.value.data.withUnsafeMutableBufferPointer { theta in
-                m[index].data.withUnsafeMutableBufferPointer { mm in
-                    v[index].data.withUnsafeMutableBufferPointer { vv in
-                        p.grad.data.withUnsafeBufferPointer { g in
-                            for i in theta.indices {
-                                mm[i] = b1 * mm[i] + (1 - b1) * g[i]
-                                vv[i] = b2 * vv[i] + (1 - b2) * g[i] * g[i]
+            let count = p.value.count
+            p.value.data.withUnsafeMutableBufferPointer { thetaBuffer in
+                m[index].data.withUnsafeMutableBufferPointer { mBuffer in
+                    v[index].data.withUnsafeMutableBufferPointer { vBuffer in
+                        p.grad.data.withUnsafeBufferPointer { gBuffer in
+                            // 16 weights at a time with SIMD16 (the compiler does not
+                            // vectorise the scalar loop: it cannot prove the four arrays
+                            // do not overlap), then the scalar remainder.
+                            let theta = UnsafeMutableRawPointer(thetaBuffer.baseAddress!)
+                            let mm = UnsafeMutableRawPointer(mBuffer.baseAddress!)
+                            let vv = UnsafeMutableRawPointer(vBuffer.baseAddress!)
+                            let g = UnsafeRawPointer(gBuffer.baseAddress!)
+                            typealias V = SIMD16<Float>
+                            var i = 0
+                            while i + 16 <= count {
+                                let o = i * 4
+                                let gi = g.loadUnaligned(fromByteOffset: o, as: V.self)
+                                let mi = b1 * mm.loadUnaligned(fromByteOffset: o, as: V.self) + (1 - b1) * gi
+                                let vi = b2 * vv.loadUnaligned(fromByteOffset: o, as: V.self) + (1 - b2) * gi * gi
+                                mm.storeBytes(of: mi, toByteOffset: o, as: V.self)
+                                vv.storeBytes(of: vi, toByteOffset: o, as: V.self)
                                 // PyTorch: θ −= (lr / c1) · m / (√v / √c2 + ε)
-                                theta[i] -= (lr / correction1) * mm[i] / (vv[i].squareRoot() / correction2Root + eps)
+                                let t = theta.loadUnaligned(fromByteOffset: o, as: V.self)
+                                    - stepSize * mi / (vi.squareRoot() / correction2Root + eps)
+                                theta.storeBytes(of: t, toByteOffset: o, as: V.self)
+                                i += 16
+                            }
+                            let thetaF = thetaBuffer.baseAddress!, mF = mBuffer.baseAddress!
+                            let vF = vBuffer.baseAddress!, gF = gBuffer.baseAddress!
+                            while i < count {
+                                mF[i] = b1 * mF[i] + (1 - b1) * gF[i]
+                                vF[i] = b2 * vF[i] + (1 - b2) * gF[i] * gF[i]
+                                thetaF[i] -= stepSize * mF[i] / (vF[i].squareRoot() / correction2Root + eps)
+                                i += 1
                             }
                         }
                     }

@@ -1,0 +1,136 @@
+// Command-line options of mnist-moe: every default is the walkthrough's setup
+// (Part 3: 5,000 training images, 30 epochs, Adam 1e-3, batch 64, α 0.1,
+// 8 experts, top-2, width 256, expert hidden 128, seed 0).
+import Foundation
+import MoE
+
+struct Options {
+    var trainSize = 5_000          // the walkthrough's training subset
+    var epochs = 30
+    var batchSize = 64
+    var learningRate: Float = 1e-3
+    var auxWeight: Float = 0.1     // α; 0 shows what happens without balancing
+    var experts = 8
+    var topK = 2
+    var hidden = 256               // model width D
+    var expertHidden = 128         // hidden width of each expert (and of the dense FFN)
+    var model = "both"             // moe | dense | both
+    var seed: UInt64 = 0
+    var threads = ProcessInfo.processInfo.activeProcessorCount
+    var dataDir: String? = nil
+    var out = "runs/mnist-moe"
+    var initFrom: String? = nil    // start from these weights
+    var resume: String? = nil      // continue a run from a .resume.safetensors file
+    var shuffle = true
+    var download = true
+    var help = false
+
+    static let usage = """
+    usage: mnist-moe [options]
+
+    Trains the walkthrough's MoE classifier (8 experts, top-2) and its dense baseline on
+    MNIST and prints the tables of Part 3 from this run. Defaults reproduce the walkthrough.
+
+      --train-size N     training images, the first N of 60,000 (default 5000)
+      --epochs N         passes over the training images (default 30)
+      --batch-size N     images per Adam step (default 64)
+      --lr X             Adam learning rate (default 0.001)
+      --aux-weight X     α, weight of the load-balancing loss; 0 turns it off (default 0.1)
+      --experts N        experts in the MoE layer (default 8)
+      --top-k N          experts per image (default 2)
+      --hidden N         model width D (default 256)
+      --expert-hidden N  hidden width of each expert and of the dense FFN (default 128)
+      --model M          moe, dense or both (default both)
+      --seed N           seed for weights and data order (default 0)
+      --threads N        threads for the compute kernels (default: all cores)
+      --data-dir DIR     MNIST folder (default: $MNIST_DIR, else ./data/mnist);
+                         missing files are downloaded there
+      --no-download      fail instead of downloading missing files
+      --out DIR          where summary.json, plots and checkpoints go (default runs/mnist-moe)
+      --init FILE        start from the weights in FILE (a .safetensors checkpoint)
+      --resume FILE      continue the run saved in FILE (a .resume.safetensors checkpoint)
+      --no-shuffle       keep the training images in file order
+      -h, --help         this text
+    """
+
+    /// Parses the arguments; throws a one-line message on anything wrong.
+    static func parse(_ args: [String]) throws -> Options {
+        var o = Options()
+        var i = 0
+        func value(_ flag: String) throws -> String {
+            i += 1
+            guard i < args.count else { throw UsageError("\(flag) needs a value") }
+            return args[i]
+        }
+        func int(_ flag: String, _ range: ClosedRange<Int>) throws -> Int {
+            let text = try value(flag)
+            guard let v = Int(text), range.contains(v) else {
+                throw UsageError("\(flag) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+            }
+            return v
+        }
+        func float(_ flag: String, _ range: ClosedRange<Float>) throws -> Float {
+            let text = try value(flag)
+            guard let v = Float(text), v.isFinite, range.contains(v) else {
+                throw UsageError("\(flag) must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+            }
+            return v
+        }
+        while i < args.count {
+            let flag = args[i]
+            switch flag {
+            case "--train-size": o.trainSize = try int(flag, 1...60_000)
+            case "--epochs": o.epochs = try int(flag, 0...10_000)
+            case "--batch-size": o.batchSize = try int(flag, 1...60_000)
+            case "--lr": o.learningRate = try float(flag, 1e-8...10)
+            case "--aux-weight": o.auxWeight = try float(flag, 0...100)
+            case "--experts": o.experts = try int(flag, 1...1024)
+            case "--top-k": o.topK = try int(flag, 1...1024)
+            case "--hidden": o.hidden = try int(flag, 1...65_536)
+            case "--expert-hidden": o.expertHidden = try int(flag, 1...65_536)
+            case "--model":
+                o.model = try value(flag)
+                guard ["moe", "dense", "both"].contains(o.model) else {
+                    throw UsageError("--model must be moe, dense or both, got '\(o.model)'")
+                }
+            case "--seed":
+                let text = try value(flag)
+                guard let s = UInt64(text) else { throw UsageError("--seed must be a non-negative integer, got '\(text)'") }
+                o.seed = s
+            case "--threads": o.threads = try int(flag, 1...256)
+            case "--data-dir": o.dataDir = try value(flag)
+            case "--out": o.out = try value(flag)
+            case "--init": o.initFrom = try value(flag)
+            case "--resume": o.resume = try value(flag)
+            case "--no-shuffle": o.shuffle = false
+            case "--no-download": o.download = false
+            case "-h", "--help": o.help = true
+            default: throw UsageError("unknown option '\(flag)'")
+            }
+            i += 1
+        }
+        guard o.topK <= o.experts else {
+            throw UsageError("--top-k \(o.topK) is more than --experts \(o.experts)")
+        }
+        guard o.resume == nil || o.initFrom == nil else {
+            throw UsageError("--init and --resume cannot be used together")
+        }
+        if o.resume != nil && o.model == "both" {
+            throw UsageError("--resume continues one model: add --model moe or --model dense")
+        }
+        return o
+    }
+
+    /// The configuration as it goes into summary.json.
+    var json: [String: Any] {
+        ["train_size": trainSize, "test_size": 10_000, "epochs": epochs, "batch_size": batchSize,
+         "lr": Double(learningRate), "aux_weight": Double(auxWeight), "experts": experts, "top_k": topK,
+         "hidden": hidden, "expert_hidden": expertHidden, "model": model, "seed": seed, "threads": threads,
+         "shuffle": shuffle, "optimizer": "adam", "pixels_scaled_to": "[0,1]"]
+    }
+}
+
+struct UsageError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}

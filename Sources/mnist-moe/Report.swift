@@ -1,0 +1,174 @@
+// The tables of Part 3, filled in from this run, and the files of --out:
+// summary.json, learning_curves.svg, specialization.svg, expert_usage.svg.
+// The walkthrough's own figures stand beside ours where it reports one, so a
+// reader sees at a glance what reproduced and what did not.
+import Foundation
+import MoE
+
+struct RunReport {
+    let options: Options
+    let runs: [ModelRun]
+
+    var moe: ModelRun? { runs.first { $0.model is MoEClassifier } }
+    var dense: ModelRun? { runs.first { $0.model is DenseClassifier } }
+
+    /// The walkthrough's numbers (Part 3), for the "walkthrough" columns.
+    enum Walkthrough {
+        static let moeTest = 0.9514, denseTest = 0.9536
+        static let moeTrain = 0.9986, denseTrain = 1.0
+        static let moeLoss = 0.2147, denseLoss = 0.0001
+        static let moeAux = 2.10
+    }
+
+    static func pct(_ x: Double) -> String { x.isNaN ? "-" : String(format: "%.2f%%", 100 * x) }
+    static func int(_ n: Int) -> String {
+        let s = String(n)
+        var out = ""
+        for (i, c) in s.reversed().enumerated() { if i > 0 && i % 3 == 0 { out.append(",") }; out.append(c) }
+        return String(out.reversed())
+    }
+
+    // MARK: Tables
+
+    func tables() -> String {
+        var text = ""
+        func section(_ title: String, _ table: TextTable) { text += "\n\(title)\n\(table.render())\n" }
+        let isDefault = options.epochs == 30 && options.trainSize == 5000 && options.experts == 8 && options.topK == 2
+            && options.hidden == 256 && options.expertHidden == 128 && options.auxWeight == 0.1 && options.batchSize == 64
+        let w = isDefault   // the walkthrough's column only makes sense for its own setup
+
+        var setup = TextTable(headers: ["Property", "MoE", "Dense MLP"])
+        setup.addRow(["Total parameters", moe.map { Self.int($0.model.parameterCount) } ?? "-",
+                      dense.map { Self.int($0.model.parameterCount) } ?? "-"])
+        setup.addRow(["Active parameters", moe.map { Self.int($0.model.activeParameterCount) } ?? "-",
+                      dense.map { Self.int($0.model.activeParameterCount) } ?? "-"])
+        setup.addRow(["Experts", "\(options.experts) (top-\(options.topK) active)", "-"])
+        setup.addRow(["Hidden dim", "\(options.hidden)", "\(options.hidden)"])
+        section("Experimental setup", setup)
+
+        var accuracy = TextTable(headers: w ? ["Metric", "MoE", "Dense MLP", "walkthrough MoE", "walkthrough dense"]
+                                            : ["Metric", "MoE", "Dense MLP"])
+        func row(_ name: String, _ f: (ModelRun) -> String, _ wm: String, _ wd: String) {
+            accuracy.addRow([name, moe.map(f) ?? "-", dense.map(f) ?? "-"] + (w ? [wm, wd] : []))
+        }
+        row("Final training accuracy", { Self.pct($0.trainer.history.last?.trainAccuracy ?? .nan) },
+            Self.pct(Walkthrough.moeTrain), Self.pct(Walkthrough.denseTrain))
+        row("Test accuracy", { Self.pct($0.testAccuracy) }, Self.pct(Walkthrough.moeTest), Self.pct(Walkthrough.denseTest))
+        row("Final training loss", { String(format: "%.4f", self.finalLoss($0)) },
+            String(format: "%.4f", Walkthrough.moeLoss), String(format: "%.4f", Walkthrough.denseLoss))
+        row("  classification (CE)", { String(format: "%.4f", $0.trainer.history.last?.trainLoss ?? .nan) }, "0.004", "-")
+        row("  α·aux", { String(format: "%.4f", self.weightedAux($0)) }, "0.21", "-")
+        row("Aux loss (unweighted)", { $0.model is MoEClassifier ? String(format: "%.3f", $0.trainer.history.last?.auxLoss ?? .nan) : "-" },
+            String(format: "%.2f", Walkthrough.moeAux), "-")
+        row("Training time (steps only)", { String(format: "%.2f s", $0.trainSeconds) }, "-", "-")
+        section("Accuracy comparison", accuracy)
+
+        if let m = moe {
+            var efficiency = TextTable(headers: ["Metric", "Value"])
+            let total = m.model.parameterCount, active = m.model.activeParameterCount
+            efficiency.addRow(["MoE total parameters", Self.int(total)])
+            efficiency.addRow(["MoE active parameters per input", Self.int(active)])
+            if let d = dense { efficiency.addRow(["Dense baseline parameters", Self.int(d.model.parameterCount)]) }
+            efficiency.addRow(["MoE sparsity ratio", String(format: "%.1f%% inactive", 100 * (1 - Double(active) / Double(total)))])
+            if let d = dense {
+                efficiency.addRow(["MoE capacity multiplier", String(format: "%.2f×", Double(total) / Double(d.model.parameterCount))])
+            }
+            section("Parameter efficiency", efficiency)
+        }
+
+        if let r = moe?.routing {
+            var spec = TextTable(headers: ["Digit", "Primary expert", "Secondary expert"])
+            for (digit, row) in r.specialization.enumerated() {
+                let ranked = row.indices.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }
+                func cell(_ e: Int) -> String { "Expert \(e) (\(Self.pct(row[e])))" }
+                spec.addRow(["\(digit)", cell(ranked[0]), ranked.count > 1 ? cell(ranked[1]) : "-"])
+            }
+            section("Expert specialization (test set, share of each digit's routing slots)", spec)
+
+            var usage = TextTable(headers: ["Expert", "Share of routed slots", "Mean router probability"])
+            let u = r.statistics.usage, p = r.statistics.meanProbabilities
+            for e in u.indices { usage.addRow(["\(e)", Self.pct(u[e]), String(format: "%.3f", p[e])]) }
+            section("Expert usage (test set; uniform = \(Self.pct(1 / Double(u.count))))", usage)
+            let lnE = log(Double(options.experts))
+            text += String(format: "Router entropy %.3f nats per token (max ln %d = %.3f); load entropy %.3f; load CV %.3f\n",
+                           r.statistics.routerEntropy, options.experts, lnE, r.statistics.loadEntropy,
+                           r.statistics.loadCoefficientOfVariation)
+            let aux = m(moe!)
+            let ref = SwitchLoadBalancingLoss.referenceValues(experts: options.experts, k: options.topK)
+            text += String(format: "Load-balancing loss %.3f (perfect balance %.0f, total collapse %.0f)\n",
+                           aux, ref.balanced, ref.collapsed)
+        }
+        return text
+    }
+
+    private func m(_ run: ModelRun) -> Double { run.trainer.history.last?.auxLoss ?? .nan }
+    func weightedAux(_ run: ModelRun) -> Double {
+        run.model is MoEClassifier ? Double(options.auxWeight) * (run.trainer.history.last?.auxLoss ?? .nan) : 0
+    }
+    func finalLoss(_ run: ModelRun) -> Double { (run.trainer.history.last?.trainLoss ?? .nan) + weightedAux(run) }
+
+    // MARK: Files
+
+    var plotNames: [String] { moe?.routing != nil ? ["learning_curves.svg", "specialization.svg", "expert_usage.svg"]
+                                                  : ["learning_curves.svg"] }
+
+    func summary() -> [String: Any] {
+        func num(_ x: Double) -> Any { x.isFinite ? x : NSNull() }
+        let models: [[String: Any]] = runs.map { run in
+            var entry: [String: Any] = [
+                "name": run.model.name,
+                "params_total": run.model.parameterCount,
+                "params_active": run.model.activeParameterCount,
+                "train_seconds": run.trainSeconds,
+                "test_accuracy": run.testAccuracy,
+                "final_train_accuracy": num(run.trainer.history.last?.trainAccuracy ?? .nan),
+                "final_loss": num(finalLoss(run)),
+                "final_classification_loss": num(run.trainer.history.last?.trainLoss ?? .nan),
+                "final_aux_loss": num(run.model is MoEClassifier ? (run.trainer.history.last?.auxLoss ?? .nan) : 0),
+                "epochs": run.trainer.history.map { e -> [String: Any] in
+                    ["epoch": e.epoch, "train_loss": e.trainLoss, "aux_loss": e.auxLoss,
+                     "train_accuracy": e.trainAccuracy, "test_accuracy": num(e.testAccuracy), "seconds": e.seconds]
+                },
+            ]
+            if let r = run.routing {
+                entry["expert_usage"] = r.statistics.usage
+                entry["mean_router_probability"] = r.statistics.meanProbabilities
+                entry["router_entropy"] = r.statistics.routerEntropy
+                entry["load_entropy"] = r.statistics.loadEntropy
+                entry["load_cv"] = r.statistics.loadCoefficientOfVariation
+                entry["specialization"] = r.specialization
+            }
+            return entry
+        }
+        return ["config": options.json, "models": models,
+                "machine": ["cores": ProcessInfo.processInfo.activeProcessorCount,
+                            "os": ProcessInfo.processInfo.operatingSystemVersionString]]
+    }
+
+    func write(to directory: URL) throws {
+        let json = try JSONSerialization.data(withJSONObject: summary(), options: [.prettyPrinted, .sortedKeys])
+        try AtomicFile.write(json, to: directory.appendingPathComponent("summary.json"))
+
+        var series: [(name: String, points: [(x: Double, y: Double)])] = []
+        for run in runs {
+            let label = run.model is MoEClassifier ? "MoE" : "dense"
+            series.append(("\(label) train", run.trainer.history.map { (Double($0.epoch), $0.trainAccuracy) }))
+            series.append(("\(label) test", run.trainer.history.map { (Double($0.epoch), $0.testAccuracy) }))
+        }
+        let curves = LineChart(title: "Accuracy per epoch", xLabel: "epoch", yLabel: "accuracy", series: series)
+        try AtomicFile.write(Data(curves.svg().utf8), to: directory.appendingPathComponent("learning_curves.svg"))
+
+        if let r = moe?.routing {
+            let heat = Heatmap(title: "Digit × expert: share of each digit's routing (test set)",
+                               rowLabels: (0..<r.specialization.count).map(String.init),
+                               columnLabels: (0..<options.experts).map { "E\($0)" },
+                               values: r.specialization, xLabel: "expert", yLabel: "digit")
+            try AtomicFile.write(Data(heat.svg().utf8), to: directory.appendingPathComponent("specialization.svg"))
+            let bars = BarChart(title: "Expert usage (test set)", xLabel: "expert", yLabel: "share of routed slots",
+                                categories: (0..<options.experts).map(String.init),
+                                series: [("MoE", r.statistics.usage)],
+                                referenceLine: (1 / Double(options.experts), "uniform 1/E"))
+            try AtomicFile.write(Data(bars.svg().utf8), to: directory.appendingPathComponent("expert_usage.svg"))
+        }
+    }
+}
