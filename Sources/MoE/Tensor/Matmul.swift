@@ -19,7 +19,9 @@
 // small contiguous panels) anyway, and packing can read rows or columns equally
 // well. So "transposed" only changes two strides in the packing loops.
 //
-// How the fast path works (the BLIS recipe, cut down to what these sizes need):
+// How the fast path works (the BLIS recipe, cut down to what these sizes need;
+// A·Bᵀ, whose operands are both read along rows, takes the dot-product kernel
+// of Matmul+Dot.swift instead, which needs no packing):
 //   * Register tile. The micro-kernel computes a tile of C of `mr` = 4 rows by
 //     `nr` = 32 columns = 2 SIMD16<Float> vectors per row, so 8 accumulator
 //     vectors stay in registers for the whole K loop. Per step of K it loads 2
@@ -143,12 +145,19 @@ enum Gemm {
         }
         let flops = 2 * m * n * k
         let threads = flops >= parallelThreshold ? threads : 1
+        // A·Bᵀ with both operands read along contiguous rows of K can skip packing
+        // with the dot-product kernel (Matmul+Dot.swift). It wins where packing
+        // cannot pay for itself: few rows to reuse a packed B panel (an expert's
+        // ~16 tokens, a batch of 64) or fewer columns than one 32-wide panel (the
+        // router's 8, the classifier's 10). Larger products pack (moe-bench).
+        let rowsContiguous = a.colStride == 1 && b.rowStride == 1
+        let kernel = rowsContiguous && (m <= 64 || n < nr) ? Gemm.serialDot : Gemm.serial
         // Split C into strips, one per thread: by columns when there are enough
         // column tiles to share, else by rows. Strip edges fall on tile edges.
         let columnTiles = (n + nr - 1) / nr, rowTiles = (m + mr - 1) / mr
         let strips = min(threads, max(columnTiles, rowTiles))
         if strips <= 1 {
-            serial(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: accumulate)
+            kernel(m, n, k, a, b, c, ldc, accumulate)
             return
         }
         let byColumns = columnTiles >= rowTiles || columnTiles >= strips
@@ -157,12 +166,12 @@ enum Gemm {
                 let j0 = (columnTiles * s / strips) * nr, j1 = min(n, (columnTiles * (s + 1) / strips) * nr)
                 guard j0 < j1 else { return }
                 let bs = StridedMatrix(base: b.base! + j0 * b.colStride, rowStride: b.rowStride, colStride: b.colStride)
-                serial(m: m, n: j1 - j0, k: k, a: a, b: bs, c: c + j0, ldc: ldc, accumulate: accumulate)
+                kernel(m, j1 - j0, k, a, bs, c + j0, ldc, accumulate)
             } else {
                 let i0 = (rowTiles * s / strips) * mr, i1 = min(m, (rowTiles * (s + 1) / strips) * mr)
                 guard i0 < i1 else { return }
                 let asub = StridedMatrix(base: a.base! + i0 * a.rowStride, rowStride: a.rowStride, colStride: a.colStride)
-                serial(m: i1 - i0, n: n, k: k, a: asub, b: b, c: c + i0 * ldc, ldc: ldc, accumulate: accumulate)
+                kernel(i1 - i0, n, k, asub, b, c + i0 * ldc, ldc, accumulate)
             }
         }
     }
