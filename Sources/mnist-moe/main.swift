@@ -89,7 +89,18 @@ config.seed = options.seed
 config.shuffle = options.shuffle
 
 let outDirectory = URL(fileURLWithPath: options.out)
-let runMetadata = ["seed": String(options.seed), "source": "mnist-moe"]
+/// The settings that shape a run, saved in every checkpoint. `--resume` refuses
+/// a checkpoint made with different ones: the continuation would not be the run
+/// it claims to continue.
+let runMetadata: [String: String] = [
+    "source": "mnist-moe", "seed": String(options.seed), "train_size": String(options.trainSize),
+    "batch_size": String(options.batchSize), "lr": String(options.learningRate),
+    "aux_weight": String(options.auxWeight), "experts": String(options.experts), "top_k": String(options.topK),
+    "hidden": String(options.hidden), "expert_hidden": String(options.expertHidden), "shuffle": String(options.shuffle),
+]
+let flagOfKey = ["seed": "--seed", "train_size": "--train-size", "batch_size": "--batch-size", "lr": "--lr",
+                 "aux_weight": "--aux-weight", "experts": "--experts", "top_k": "--top-k", "hidden": "--hidden",
+                 "expert_hidden": "--expert-hidden", "shuffle": "--no-shuffle"]
 
 func train(_ model: Classifier) -> ModelRun {
     let trainer = Trainer(model: model, config: config)
@@ -99,6 +110,10 @@ func train(_ model: Classifier) -> ModelRun {
             print("\(model.name): initial weights from \(path)")
         }
         if let path = options.resume {
+            let saved = try Safetensors.read(from: URL(fileURLWithPath: path)).metadata
+            for (key, value) in runMetadata.sorted(by: { $0.key < $1.key }) where saved[key] != nil && saved[key] != value {
+                fail("\(path): was trained with \(key) = \(saved[key]!), this run has \(value); pass \(flagOfKey[key] ?? key) to match")
+            }
             try Checkpoint.restoreTrainingState(trainer, from: URL(fileURLWithPath: path))
             print("\(model.name): resuming after epoch \(trainer.epochsDone) from \(path)")
         }

@@ -57,8 +57,11 @@ public enum Checkpoint {
     public static func restoreTrainingState(_ trainer: Trainer, from url: URL) throws {
         let file = try Safetensors.read(from: url)
         func fail(_ problem: String) -> Error { SafetensorsError(source: url.path, problem: problem) }
-        guard file.metadata["model"] == trainer.model.name else {
-            throw fail("is a checkpoint of model '\(file.metadata["model"] ?? "?")', not '\(trainer.model.name)'")
+        guard let model = file.metadata["model"] else {
+            throw fail("has no training state (adam_step, epochs_done, rng_state, history): not a resume checkpoint")
+        }
+        guard model == trainer.model.name else {
+            throw fail("is a checkpoint of model '\(model)', not '\(trainer.model.name)'")
         }
         guard let step = file.metadata["adam_step"].flatMap(Int.init),
               let epochs = file.metadata["epochs_done"].flatMap(Int.init),
@@ -85,11 +88,13 @@ public enum Checkpoint {
     }
 
     static func decodeHistory(_ text: String) -> [EpochRecord]? {
-        guard let rows = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[Any]] else { return nil }
+        // JSONDecoder, not JSONSerialization: on Linux the latter parses some
+        // decimals one ulp off, and a resumed run must carry its history exactly.
+        guard let rows = try? JSONDecoder().decode([[Double?]].self, from: Data(text.utf8)) else { return nil }
         var out: [EpochRecord] = []
         for row in rows {
             guard row.count == 6 else { return nil }
-            let v = row.map { ($0 as? NSNumber)?.doubleValue ?? .nan }
+            let v = row.map { $0 ?? .nan }
             out.append(EpochRecord(epoch: Int(v[0]), trainLoss: v[1], auxLoss: v[2], trainAccuracy: v[3],
                                    testAccuracy: v[4], seconds: v[5]))
         }
