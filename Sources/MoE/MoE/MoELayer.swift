@@ -125,21 +125,17 @@ public final class MoELayer: Layer {
             Parallel.forEach(experts.count) { e in
                 let rows = groups[e]
                 guard !rows.isEmpty else { return }   // an idle expert costs nothing
-                var xe = Tensor.zeros([rows.count, d])   // X_e [n_e, D]
-                for (r, pair) in rows.enumerated() {
-                    for c in 0..<d { xe.data[r * d + c] = x.data[pair.token * d + c] }
-                }
-                out[e] = experts[e].forward(xe)          // Y_e [n_e, D]
+                let xe = x.gatherRows(rows.map(\.token))   // X_e [n_e, D]
+                out[e] = experts[e].forward(xe)            // Y_e [n_e, D]
             }
         }
         expertOutputs = outputs
 
-        // Combine: y[n] = Σ_j w[n, j] · Y_e[row].
+        // Combine: y[n] += w[n, j] · Y_e[row].
         var y = Tensor.zeros([n, d])
         for e in experts.indices {
             for (r, pair) in groups[e].enumerated() {
-                let w = routing.weights.data[pair.token * k + pair.slot]
-                for c in 0..<d { y.data[pair.token * d + c] += w * outputs[e].data[r * d + c] }
+                y.addRow(pair.token, scaledRow: r, of: outputs[e], by: routing.weights.data[pair.token * k + pair.slot])
             }
         }
         return y
@@ -156,9 +152,7 @@ public final class MoELayer: Layer {
         var dw = Tensor.zeros([n, k])
         for e in experts.indices {
             for (r, pair) in groups[e].enumerated() {
-                var s: Float = 0
-                for c in 0..<d { s += dy.data[pair.token * d + c] * expertOutputs[e].data[r * d + c] }
-                dw.data[pair.token * k + pair.slot] = s
+                dw.data[pair.token * k + pair.slot] = dy.dotRow(pair.token, withRow: r, of: expertOutputs[e])
             }
         }
 
@@ -170,8 +164,7 @@ public final class MoELayer: Layer {
                 guard !rows.isEmpty else { return }
                 var dye = Tensor.zeros([rows.count, d])   // dL/dY_e [n_e, D]
                 for (r, pair) in rows.enumerated() {
-                    let w = routing.weights.data[pair.token * k + pair.slot]
-                    for c in 0..<d { dye.data[r * d + c] = w * dy.data[pair.token * d + c] }
+                    dye.addRow(r, scaledRow: pair.token, of: dy, by: routing.weights.data[pair.token * k + pair.slot])
                 }
                 out[e] = experts[e].backward(dye)        // dL/dX_e [n_e, D]
             }
@@ -184,7 +177,7 @@ public final class MoELayer: Layer {
         // Scatter the experts' input gradients back to their tokens.
         for e in experts.indices {
             for (r, pair) in groups[e].enumerated() {
-                for c in 0..<d { dx.data[pair.token * d + c] += inputGradients[e].data[r * d + c] }
+                dx.addRow(pair.token, scaledRow: r, of: inputGradients[e], by: 1)
             }
         }
         return dx

@@ -35,6 +35,54 @@ extension Tensor {
         }
     }
 
+    /// The rows `indices` of a matrix, in that order, as a new matrix.
+    ///   self [N, C] -> [indices.count, C]   (the MoE's dispatch: X_e = x[tokens of e])
+    public func gatherRows(_ indices: [Int]) -> Tensor {
+        precondition(rank == 2, "gatherRows: expected a matrix, got shape \(shape)")
+        let c = shape[1]
+        var out = Tensor.zeros([indices.count, c])
+        out.data.withUnsafeMutableBufferPointer { dst in
+            data.withUnsafeBufferPointer { src in
+                for (r, i) in indices.enumerated() {
+                    precondition(i >= 0 && i < shape[0], "gatherRows: row \(i) out of range for shape \(shape)")
+                    (dst.baseAddress! + r * c).update(from: src.baseAddress! + i * c, count: c)
+                }
+            }
+        }
+        return out
+    }
+
+    /// self[row, :] += scale · other[otherRow, :]   (rows of equal length)
+    /// The MoE's combine and scatter steps, one routed token at a time.
+    @inlinable
+    public mutating func addRow(_ row: Int, scaledRow otherRow: Int, of other: Tensor, by scale: Float) {
+        let c = shape[1]
+        precondition(other.shape[1] == c && row < shape[0] && otherRow < other.shape[0],
+                     "addRow: row \(otherRow) of \(other.shape) does not fit row \(row) of \(shape)")
+        data.withUnsafeMutableBufferPointer { dst in
+            other.data.withUnsafeBufferPointer { src in
+                let d = dst.baseAddress! + row * c, s = src.baseAddress! + otherRow * c
+                for j in 0..<c { d[j] += scale * s[j] }
+            }
+        }
+    }
+
+    /// Σⱼ self[row, j] · other[otherRow, j], the dot product of two rows.
+    @inlinable
+    public func dotRow(_ row: Int, withRow otherRow: Int, of other: Tensor) -> Float {
+        let c = shape[1]
+        precondition(other.shape[1] == c && row < shape[0] && otherRow < other.shape[0],
+                     "dotRow: row \(otherRow) of \(other.shape) does not fit row \(row) of \(shape)")
+        return data.withUnsafeBufferPointer { a in
+            other.data.withUnsafeBufferPointer { b in
+                let x = a.baseAddress! + row * c, y = b.baseAddress! + otherRow * c
+                var s: Float = 0
+                for j in 0..<c { s += x[j] * y[j] }
+                return s
+            }
+        }
+    }
+
     /// self += other, element-wise; shapes must match.
     public static func += (lhs: inout Tensor, rhs: Tensor) {
         precondition(lhs.shape == rhs.shape, "+=: shapes \(lhs.shape) and \(rhs.shape) differ")
