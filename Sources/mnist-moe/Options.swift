@@ -124,7 +124,8 @@ struct Options {
     /// The configuration as it goes into summary.json.
     var json: [String: Any] {
         ["train_size": trainSize, "test_size": 10_000, "epochs": epochs, "batch_size": batchSize,
-         "lr": Double(learningRate), "aux_weight": Double(auxWeight), "experts": experts, "top_k": topK,
+         // Through their decimal text, so 0.1 is written 0.1, not 0.10000000149011612.
+         "lr": Double("\(learningRate)")!, "aux_weight": Double("\(auxWeight)")!, "experts": experts, "top_k": topK,
          "hidden": hidden, "expert_hidden": expertHidden, "model": model, "seed": seed, "threads": threads,
          "shuffle": shuffle, "optimizer": "adam", "pixels_scaled_to": "[0,1]"]
     }
