@@ -109,8 +109,9 @@ struct RunReport {
 
     // MARK: Files
 
-    var plotNames: [String] { moe?.routing != nil ? ["learning_curves.svg", "specialization.svg", "expert_usage.svg"]
-                                                  : ["learning_curves.svg"] }
+    var plotNames: [String] {
+        ["learning_curves.svg", "loss_curves.svg"] + (moe?.routing != nil ? ["specialization.svg", "expert_usage.svg"] : [])
+    }
 
     func summary() -> [String: Any] {
         func num(_ x: Double) -> Any { x.isFinite ? x : NSNull() }
@@ -157,6 +158,19 @@ struct RunReport {
         }
         let curves = LineChart(title: "Accuracy per epoch", xLabel: "epoch", yLabel: "accuracy", series: series)
         try AtomicFile.write(Data(curves.svg().utf8), to: directory.appendingPathComponent("learning_curves.svg"))
+
+        // Losses: the task loss of each model and, for the MoE, α·aux, the part
+        // that stays at α·k ≈ 0.2 when routing is balanced (Part 3's "plateau").
+        var losses: [(name: String, points: [(x: Double, y: Double)])] = []
+        for run in runs {
+            let label = run.model is MoEClassifier ? "MoE" : "dense"
+            losses.append(("\(label) cross-entropy", run.trainer.history.map { (Double($0.epoch), $0.trainLoss) }))
+            if run.model is MoEClassifier {
+                losses.append(("MoE α·aux", run.trainer.history.map { (Double($0.epoch), Double(options.auxWeight) * $0.auxLoss) }))
+            }
+        }
+        let lossChart = LineChart(title: "Training loss per epoch", xLabel: "epoch", yLabel: "loss", series: losses)
+        try AtomicFile.write(Data(lossChart.svg().utf8), to: directory.appendingPathComponent("loss_curves.svg"))
 
         if let r = moe?.routing {
             let heat = Heatmap(title: "Digit × expert: share of each digit's routing (test set)",

@@ -372,6 +372,8 @@ final class CommandLineTests: XCTestCase {
         // 3. The plots, as XML.
         let curves = try readSVG(out.appendingPathComponent("learning_curves.svg"))
         XCTAssertTrue(curves.text.contains("Accuracy per epoch"), curves.text)
+        let losses = try readSVG(out.appendingPathComponent("loss_curves.svg"))
+        XCTAssertTrue(losses.text.contains("MoE α·aux") && losses.text.contains("dense cross-entropy"), losses.text)
         let heatmap = try readSVG(out.appendingPathComponent("specialization.svg"))
         XCTAssertGreaterThanOrEqual(heatmap.counts["rect", default: 0], 80, "a cell per digit and expert")
         XCTAssertTrue(heatmap.text.contains("Digit"), heatmap.text)
