@@ -50,18 +50,9 @@ import Foundation
 /// - Complexity: 2·M·N·K floating-point operations.
 public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false,
                    threads: Int = Parallel.threads) -> Tensor {
-    let (m, k, n) = matmulShape(a, b, transposeA: transposeA, transposeB: transposeB)
+    let (m, _, n) = matmulShape(a, b, transposeA: transposeA, transposeB: transposeB)
     var c = Tensor.zeros([m, n])
-    c.data.withUnsafeMutableBufferPointer { cp in
-        a.data.withUnsafeBufferPointer { ap in
-            b.data.withUnsafeBufferPointer { bp in
-                Gemm.multiply(m: m, n: n, k: k,
-                              a: StridedMatrix(ap.baseAddress, rows: m, cols: k, transposed: transposeA),
-                              b: StridedMatrix(bp.baseAddress, rows: k, cols: n, transposed: transposeB),
-                              c: cp.baseAddress, ldc: n, accumulate: false, threads: threads)
-            }
-        }
-    }
+    multiply(into: &c, a, b, transposeA: transposeA, transposeB: transposeB, accumulate: false, threads: threads)
     return c
 }
 
@@ -70,16 +61,23 @@ public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transpose
 public func matmulAccumulate(into c: inout Tensor, _ a: Tensor, _ b: Tensor,
                              transposeA: Bool = false, transposeB: Bool = false,
                              threads: Int = Parallel.threads) {
-    let (m, k, n) = matmulShape(a, b, transposeA: transposeA, transposeB: transposeB)
+    let (m, _, n) = matmulShape(a, b, transposeA: transposeA, transposeB: transposeB)
     precondition(c.shape == [m, n],
                  "matmulAccumulate: result has shape \(c.shape) but the product of \(a.shape) and \(b.shape) is [\(m), \(n)]")
+    multiply(into: &c, a, b, transposeA: transposeA, transposeB: transposeB, accumulate: true, threads: threads)
+}
+
+/// Hands the three tensors' storage to the kernel as strided matrices.
+private func multiply(into c: inout Tensor, _ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool,
+                      accumulate: Bool, threads: Int) {
+    let (m, k, n) = (c.shape[0], transposeA ? a.shape[0] : a.shape[1], c.shape[1])
     c.data.withUnsafeMutableBufferPointer { cp in
         a.data.withUnsafeBufferPointer { ap in
             b.data.withUnsafeBufferPointer { bp in
                 Gemm.multiply(m: m, n: n, k: k,
                               a: StridedMatrix(ap.baseAddress, rows: m, cols: k, transposed: transposeA),
                               b: StridedMatrix(bp.baseAddress, rows: k, cols: n, transposed: transposeB),
-                              c: cp.baseAddress, ldc: n, accumulate: true, threads: threads)
+                              c: cp.baseAddress, ldc: n, accumulate: accumulate, threads: threads)
             }
         }
     }
