@@ -23,21 +23,33 @@ public enum Parallel {
     ///
     /// Runs inline when `count` or `threads` is 1, so the cost of going
     /// through Dispatch (a few microseconds) is only paid when it can help.
-    @inlinable
     public static func forEach(_ count: Int, threads: Int = Parallel.threads, _ body: (Int) -> Void) {
         if count <= 0 { return }
         if count == 1 || threads <= 1 {
             for i in 0..<count { body(i) }
             return
         }
-        // concurrentPerform would use every core; to honour `threads`, hand it
-        // `threads` iterations and let each take every threads-th index.
-        let groups = min(count, threads)
-        if groups == count {
+        // concurrentPerform would use every core; to honour `threads`, start
+        // `threads` workers that take the next unclaimed index until none is
+        // left. Taking indices one at a time (not a fixed share each) keeps the
+        // threads equally busy when iterations differ in cost, as experts with
+        // different numbers of tokens do. Which thread runs an iteration never
+        // changes what it computes, so results do not depend on the schedule.
+        let workers = min(count, threads)
+        if workers == count {
             DispatchQueue.concurrentPerform(iterations: count, execute: body)
-        } else {
-            DispatchQueue.concurrentPerform(iterations: groups) { g in
-                for i in stride(from: g, to: count, by: groups) { body(i) }
+            return
+        }
+        let lock = NSLock()
+        var next = 0
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            while true {
+                lock.lock()
+                let i = next
+                next += 1
+                lock.unlock()
+                if i >= count { return }
+                body(i)
             }
         }
     }
