@@ -29,8 +29,6 @@ public final class Adam {
         init(like t: Tensor) { m = .zeros(like: t); v = .zeros(like: t) }
     }
     private var moments: [Moments]
-    /// Which parameters each thread updates, balanced by element count.
-    private var shares: [[Int]] = []
 
     /// First and second moments, one per parameter (for checkpoints).
     public var m: [Tensor] { moments.map(\.m) }
@@ -48,42 +46,70 @@ public final class Adam {
     ///
     /// Adam reads and writes four floats per weight and does little arithmetic,
     /// so it runs at memory speed: for the MNIST MoE's 733k weights it is a
-    /// sizeable part of a step. The parameters are therefore shared out between
-    /// threads, largest first to the least loaded thread, and each thread
-    /// updates its own parameters. Every weight's update is the same arithmetic
-    /// whichever thread does it, so results do not depend on the thread count.
+    /// sizeable part of a step, worth spreading over the threads. Large tensors
+    /// (the 784×256 input weight) are cut into equal ranges, one per thread;
+    /// the many small ones are shared out whole, largest first to the least
+    /// loaded thread. Every weight's update is the same arithmetic whichever
+    /// thread does it, so results do not depend on the thread count.
     public func step() {
         stepCount += 1
         let t = Float(stepCount)
-        let correction1 = 1 - pow(beta1, t)
-        let correction2Root = (1 - pow(beta2, t)).squareRoot()
-        let (b1, b2, eps) = (beta1, beta2, epsilon)
-        let stepSize = learningRate / correction1
-        let threads = min(Parallel.threads, parameters.count)
-        if shares.count != threads { shares = Adam.balance(parameters.map(\.value.count), into: threads) }
+        let rule = Rule(beta1: beta1, beta2: beta2, epsilon: epsilon,
+                        stepSize: learningRate / (1 - pow(beta1, t)),
+                        correction2Root: (1 - pow(beta2, t)).squareRoot())
+        let threads = max(1, Parallel.threads)
+        let large = parameters.indices.filter { parameters[$0].value.count >= Adam.largeTensor }
+        let small = parameters.indices.filter { parameters[$0].value.count < Adam.largeTensor }
+        for index in large {
+            withStorage(index) { theta, m, v, g, count in
+                Parallel.forEach(threads, threads: threads) { part in
+                    rule.apply(theta, m, v, g, (count * part / threads)..<(count * (part + 1) / threads))
+                }
+            }
+        }
+        let shares = Adam.balance(small.map { parameters[$0].value.count }, into: threads)
         Parallel.forEach(shares.count, threads: threads) { thread in
-            for index in shares[thread] {
-                let p = parameters[index], state = moments[index]
-                let count = p.value.count
-                p.value.data.withUnsafeMutableBufferPointer { thetaBuffer in
-                    state.m.data.withUnsafeMutableBufferPointer { mBuffer in
-                        state.v.data.withUnsafeMutableBufferPointer { vBuffer in
-                            p.grad.data.withUnsafeBufferPointer { gBuffer in
-                                let theta = thetaBuffer.baseAddress!, mm = mBuffer.baseAddress!
-                                let vv = vBuffer.baseAddress!, g = gBuffer.baseAddress!
-                                for i in 0..<count {
-                                    mm[i] = b1 * mm[i] + (1 - b1) * g[i]
-                                    vv[i] = b2 * vv[i] + (1 - b2) * g[i] * g[i]
-                                    // PyTorch: θ −= (lr / c1) · m / (√v / √c2 + ε).
-                                    // `.magnitude` changes nothing (v ≥ 0) but tells the compiler
-                                    // the root's argument is never negative; otherwise, on Linux,
-                                    // it keeps a per-element call to the C library's sqrtf (which
-                                    // must set errno for negative input) and the loop does not
-                                    // vectorise: Adam then took a third of a training step.
-                                    theta[i] -= stepSize * mm[i] / (vv[i].magnitude.squareRoot() / correction2Root + eps)
-                                }
-                            }
-                        }
+            for s in shares[thread] {
+                withStorage(small[s]) { theta, m, v, g, count in rule.apply(theta, m, v, g, 0..<count) }
+            }
+        }
+    }
+
+    /// Tensors at least this large are split between threads (64k floats = 256 KiB).
+    static let largeTensor = 1 << 16
+
+    /// The update of one weight, with this step's constants.
+    struct Rule {
+        let beta1: Float, beta2: Float, epsilon: Float
+        let stepSize: Float          // lr / (1 − β1ᵗ)
+        let correction2Root: Float   // √(1 − β2ᵗ)
+
+        func apply(_ theta: UnsafeMutablePointer<Float>, _ m: UnsafeMutablePointer<Float>,
+                   _ v: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ range: Range<Int>) {
+            for i in range {
+                m[i] = beta1 * m[i] + (1 - beta1) * g[i]
+                v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i]
+                // PyTorch: θ −= (lr / c1) · m / (√v / √c2 + ε).
+                // `.magnitude` changes nothing (v ≥ 0) but tells the compiler the
+                // root's argument is never negative; otherwise, on Linux, it keeps a
+                // per-element call to the C library's sqrtf (which must set errno
+                // for negative input), the loop does not vectorise, and Adam took a
+                // third of a training step.
+                theta[i] -= stepSize * m[i] / (v[i].magnitude.squareRoot() / correction2Root + epsilon)
+            }
+        }
+    }
+
+    /// Runs `body` with the storage of parameter `index`: θ, m, v, g and the count.
+    private func withStorage(_ index: Int, _ body: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                                                    UnsafeMutablePointer<Float>, UnsafePointer<Float>, Int) -> Void) {
+        let p = parameters[index], state = moments[index]
+        guard p.value.count > 0 else { return }   // an empty tensor has no storage to point at
+        p.value.data.withUnsafeMutableBufferPointer { theta in
+            state.m.data.withUnsafeMutableBufferPointer { m in
+                state.v.data.withUnsafeMutableBufferPointer { v in
+                    p.grad.data.withUnsafeBufferPointer { g in
+                        body(theta.baseAddress!, m.baseAddress!, v.baseAddress!, g.baseAddress!, theta.count)
                     }
                 }
             }
