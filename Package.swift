@@ -1,7 +1,7 @@
 // swift-tools-version:5.9
 //
-// The package: one library (`MoE`), two executables (`mnist-moe`, `moe-bench`)
-// and one test target. No dependencies: the standard library, Foundation and
+// The package: one library (`MoE`), three executables (`mnist-moe`, `gpt-moe`,
+// `moe-bench`) and one test target. No dependencies: the standard library, Foundation and
 // Dispatch only.
 //
 // Why the unsafe flags:
@@ -25,11 +25,13 @@ let package = Package(
     products: [
         .library(name: "MoE", targets: ["MoE"]),
         .executable(name: "mnist-moe", targets: ["mnist-moe"]),
+        .executable(name: "gpt-moe", targets: ["gpt-moe"]),
         .executable(name: "moe-bench", targets: ["moe-bench"]),
     ],
     targets: [
         .target(name: "MoE", swiftSettings: computeFlags),
         .executableTarget(name: "mnist-moe", dependencies: ["MoE"], swiftSettings: computeFlags),
+        .executableTarget(name: "gpt-moe", dependencies: ["MoE"], swiftSettings: computeFlags),
         .executableTarget(name: "moe-bench", dependencies: ["MoE"], swiftSettings: computeFlags),
         .testTarget(name: "MoETests", dependencies: ["MoE"], exclude: ["Fixtures"], swiftSettings: computeFlags),
     ]

@@ -1,0 +1,202 @@
+// The tables of the notes' "MoE vs Dense" section, filled in from this run,
+// and the files of --out: summary.json, loss_curves.svg, expert_usage.svg,
+// router_entropy.svg. Every number printed here was measured in this process.
+import Foundation
+import MoE
+
+struct RunReport {
+    let options: Options
+    let runs: [ModelRun]
+    let corpus: String
+    let vocabularySize: Int
+    /// The text sampled at the end of `train`, if any.
+    var sample: String? = nil
+
+    init(options: Options, runs: [ModelRun], corpus: String, vocabularySize: Int) {
+        self.options = options
+        self.runs = runs
+        self.corpus = corpus
+        self.vocabularySize = vocabularySize
+    }
+
+    static func int(_ n: Int) -> String {
+        let s = String(n)
+        var out = ""
+        for (i, c) in s.reversed().enumerated() { if i > 0 && i % 3 == 0 { out.append(",") }; out.append(c) }
+        return String(out.reversed())
+    }
+
+    /// One line per evaluation: losses, throughput, the three phases per step.
+    static func evaluationLine(_ r: EvaluationRecord, improved: Bool) -> String {
+        var s = String(format: "val %.4f", r.validationLoss)
+        if !r.trainLoss.isNaN { s = String(format: "train %.4f  ", r.trainLoss) + s }
+        if r.weightedAuxLoss > 0 { s += String(format: "  α·aux %.4f", r.weightedAuxLoss) }
+        if r.tokensPerSecond.isFinite { s += "  \(int(Int(r.tokensPerSecond.rounded()))) tok/s" }
+        if improved { s += "  (best)" }
+        return s
+    }
+
+    /// Mean seconds per step of each phase over the whole run.
+    static func perStep(_ run: ModelRun) -> StepTiming {
+        var t = run.trainer.totalTiming
+        let n = Double(max(run.trainer.step, 1))
+        t.forward /= n; t.backward /= n; t.optimizer /= n
+        return t
+    }
+
+    static func tokensPerSecond(_ run: ModelRun) -> Double {
+        Double(run.trainer.step * run.trainer.tokensPerStep) / run.trainer.totalTiming.total
+    }
+
+    // MARK: Tables
+
+    func tables() -> String {
+        var text = ""
+        func section(_ title: String, _ table: TextTable) { text += "\n\(title)\n\(table.render())\n" }
+
+        // The notes' table. Their time columns are seconds per epoch; ours are the
+        // measured seconds summed over the steps this run took (the step counts are
+        // in the next table), never extrapolated.
+        var results = TextTable(headers: ["Model", "Params", "Active", "Best val loss", "Val loss (all)",
+                                          "Avg tokens/s", "Forward (s)", "Backward (s)", "Optimizer (s)", "Total (s)"])
+        for run in runs {
+            let t = run.trainer.totalTiming
+            results.addRow([run.preset.name, Self.int(run.model.parameterCount), Self.int(run.model.activeParameterCount),
+                            String(format: "%.4f", run.trainer.bestValidationLoss), String(format: "%.4f", run.fullValidationLoss),
+                            Self.int(Int(Self.tokensPerSecond(run).rounded())),
+                            String(format: "%.2f", t.forward), String(format: "%.2f", t.backward),
+                            String(format: "%.2f", t.optimizer), String(format: "%.2f", t.total)])
+        }
+        section("Results (losses in nats per token; times summed over each run's training steps)", results)
+
+        // Per step, and against dense when dense ran.
+        let dense = runs.first { $0.model.moeLayers.isEmpty }
+        var steps = TextTable(headers: ["Model", "Steps", "Tokens/step", "Forward ms", "Backward ms", "Optimizer ms",
+                                        "Step ms"] + (dense != nil ? ["Step ×dense", "Backward ×dense"] : []))
+        for run in runs {
+            let p = Self.perStep(run)
+            var row = [run.preset.name, "\(run.trainer.step)", Self.int(run.trainer.tokensPerStep),
+                       String(format: "%.1f", 1000 * p.forward), String(format: "%.1f", 1000 * p.backward),
+                       String(format: "%.1f", 1000 * p.optimizer), String(format: "%.1f", 1000 * p.total)]
+            if let d = dense {
+                // Per token, so throughput_opt's larger steps compare fairly.
+                let q = Self.perStep(d)
+                let scale = Double(d.trainer.tokensPerStep) / Double(run.trainer.tokensPerStep)
+                row += [String(format: "%.2f×", p.total * scale / q.total), String(format: "%.2f×", p.backward * scale / q.backward)]
+            }
+            steps.addRow(row)
+        }
+        section("Time per step (mean over the run)" + (dense != nil ? "; ratios per token against dense" : ""), steps)
+
+        // Routing of the best weights on the whole validation split.
+        let moeRuns = runs.filter { !$0.validationRouting.isEmpty }
+        if !moeRuns.isEmpty {
+            let e = moeRuns[0].validationRouting[0].usage.count
+            var usage = TextTable(headers: ["Model", "Block"] + (0..<options.experts).map { "E\($0)" } + ["Entropy", "Load CV"])
+            for run in moeRuns {
+                for layer in run.validationRouting {
+                    usage.addRow([run.preset.name, "\(layer.layer)"] + layer.usage.map { String(format: "%.1f%%", 100 * $0) }
+                                 + [String(format: "%.3f", layer.routerEntropy), String(format: "%.3f", layer.loadCV)])
+                }
+            }
+            section(String(format: "Expert usage and router entropy per MoE block (validation set; uniform %.1f%%, max entropy ln %d = %.3f nats)",
+                           100 / Double(e), e, log(Double(e))), usage)
+        }
+        return text
+    }
+
+    // MARK: Files
+
+    var plotNames: [String] {
+        ["loss_curves.svg"] + (runs.contains { !$0.validationRouting.isEmpty } ? ["expert_usage.svg", "router_entropy.svg"] : [])
+    }
+
+    func summary() -> [String: Any] {
+        func num(_ x: Double) -> Any { x.isFinite ? x : NSNull() }
+        let models: [[String: Any]] = runs.map { run in
+            let t = run.trainer.totalTiming, p = Self.perStep(run), c = run.model.config
+            var entry: [String: Any] = [
+                "name": run.preset.name,
+                "preset": run.preset.summary,
+                "params_total": run.model.parameterCount,
+                "params_active": run.model.activeParameterCount,
+                "moe_layers": c.moeLayers, "experts": c.moeLayers.isEmpty ? 0 : c.experts,
+                "top_k": c.moeLayers.isEmpty ? 0 : c.topK,
+                "aux_weight": c.moeLayers.isEmpty ? 0 : Double("\(c.auxLossWeight)")!,
+                "batch_size": run.trainer.config.batchSize,
+                "steps": run.trainer.step,
+                "stopped_early": run.stopReason == .earlyStopped,
+                "best_val_loss": num(run.trainer.bestValidationLoss),
+                "best_step": run.trainer.bestStep,
+                "val_loss_all_windows": num(run.fullValidationLoss),
+                "tokens_per_second": num(Self.tokensPerSecond(run)),
+                "forward_seconds": t.forward, "backward_seconds": t.backward, "optimizer_seconds": t.optimizer,
+                "train_seconds": t.total,
+                "forward_ms_per_step": 1000 * p.forward, "backward_ms_per_step": 1000 * p.backward,
+                "optimizer_ms_per_step": 1000 * p.optimizer,
+                "checkpoint": run.checkpoint.lastPathComponent,
+                "evaluations": run.trainer.history.map { r -> [String: Any] in
+                    var e: [String: Any] = ["step": r.step, "epoch": r.epoch, "train_loss": num(r.trainLoss),
+                                            "aux_loss_weighted": r.weightedAuxLoss, "val_loss": r.validationLoss,
+                                            "tokens_per_second": num(r.tokensPerSecond),
+                                            "forward_seconds": r.timing.forward, "backward_seconds": r.timing.backward,
+                                            "optimizer_seconds": r.timing.optimizer]
+                    if !r.routing.isEmpty {
+                        e["routing"] = r.routing.map { ["block": $0.layer, "usage": $0.usage, "router_entropy": $0.routerEntropy,
+                                                        "load_cv": $0.loadCV] as [String: Any] }
+                    }
+                    return e
+                },
+            ]
+            if !run.validationRouting.isEmpty {
+                entry["validation_routing"] = run.validationRouting.map {
+                    ["block": $0.layer, "usage": $0.usage, "router_entropy": $0.routerEntropy, "load_cv": $0.loadCV] as [String: Any]
+                }
+            }
+            return entry
+        }
+        var s: [String: Any] = ["config": options.json, "corpus": corpus, "vocabulary_size": vocabularySize, "models": models,
+                                "machine": ["cores": ProcessInfo.processInfo.activeProcessorCount,
+                                            "os": ProcessInfo.processInfo.operatingSystemVersionString]]
+        if let sample { s["sample"] = sample }
+        return s
+    }
+
+    func write(to directory: URL) throws {
+        let json = try JSONSerialization.data(withJSONObject: summary(), options: [.prettyPrinted, .sortedKeys])
+        try AtomicFile.write(json, to: directory.appendingPathComponent("summary.json"))
+
+        // Loss curves: the training loss (mean over each interval) and the validation loss, per model.
+        var series: [(name: String, points: [(x: Double, y: Double)])] = []
+        for run in runs {
+            let h = run.trainer.history
+            series.append(("\(run.preset.name) train", h.filter { !$0.trainLoss.isNaN }.map { (Double($0.step), $0.trainLoss) }))
+            series.append(("\(run.preset.name) val", h.map { (Double($0.step), $0.validationLoss) }))
+        }
+        let curves = LineChart(title: "Loss per step (nats per token)", xLabel: "step", yLabel: "cross-entropy", series: series)
+        try AtomicFile.write(Data(curves.svg().utf8), to: directory.appendingPathComponent("loss_curves.svg"))
+
+        let moeRuns = runs.filter { !$0.validationRouting.isEmpty }
+        guard let first = moeRuns.first?.validationRouting.first else { return }
+        let e = first.usage.count
+        var bars: [(name: String, values: [Double])] = []
+        for run in moeRuns { for layer in run.validationRouting { bars.append(("\(run.preset.name) block \(layer.layer)", layer.usage)) } }
+        let usage = BarChart(title: "Expert usage per MoE block (validation set)", xLabel: "expert",
+                             yLabel: "share of routed slots", categories: (0..<e).map(String.init), series: bars,
+                             referenceLine: (1 / Double(e), "uniform 1/E"))
+        try AtomicFile.write(Data(usage.svg().utf8), to: directory.appendingPathComponent("expert_usage.svg"))
+
+        var entropy: [(name: String, points: [(x: Double, y: Double)])] = []
+        for run in moeRuns {
+            for (i, layer) in run.validationRouting.enumerated() {
+                entropy.append(("\(run.preset.name) block \(layer.layer)",
+                                run.trainer.history.filter { $0.step > 0 && i < $0.routing.count }
+                                    .map { (Double($0.step), $0.routing[i].routerEntropy) }))
+            }
+        }
+        entropy.append(("max ln E", [(0, log(Double(e))), (Double(runs.map(\.trainer.step).max() ?? 1), log(Double(e)))]))
+        let entropyChart = LineChart(title: "Router entropy per MoE block (training steps)", xLabel: "step",
+                                     yLabel: "nats per token", series: entropy)
+        try AtomicFile.write(Data(entropyChart.svg().utf8), to: directory.appendingPathComponent("router_entropy.svg"))
+    }
+}

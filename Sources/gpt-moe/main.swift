@@ -1,0 +1,227 @@
+// gpt-moe: a tiny GPT with pluggable MoE feed-forward layers, trained by hand-
+// written backprop, and the dense-vs-MoE comparison of the notes.
+//
+//     swift run gpt-moe                     # train the MoE baseline on Tiny Shakespeare, print a sample
+//     swift run gpt-moe compare             # the five presets under one seed, the notes' table
+//     swift run gpt-moe sample --checkpoint runs/gpt-moe/baseline.safetensors --prompt "ROMEO:"
+//     swift run gpt-moe --help              # every option
+//
+// Reads the corpus (downloading Tiny Shakespeare if missing), builds the
+// tokenizer, trains, prints the tables from this run, and writes
+// summary.json, SVG plots, the best checkpoint of each model and its
+// tokenizer to --out. Notebooks/part4-gpt.md reads a run.
+import Foundation
+import MoE
+
+func fail(_ message: String, usage: Bool = false, status: Int32 = 1) -> Never {
+    FileHandle.standardError.write(Data("gpt-moe: \(message)\n".utf8))
+    if usage { FileHandle.standardError.write(Data((Options.usage + "\n").utf8)) }
+    exit(status)
+}
+
+// MARK: - Options
+
+let options: Options
+do {
+    options = try Options.parse(Array(CommandLine.arguments.dropFirst()))
+} catch {
+    fail("\(error)", usage: true, status: 2)
+}
+if options.help {
+    print(Options.usage)
+    exit(0)
+}
+Parallel.threads = options.threads
+
+// MARK: - sample
+
+if options.command == "sample" {
+    let url = URL(fileURLWithPath: options.checkpoint!)
+    let loaded: (model: GPT, tokenizer: Tokenizer, metadata: [String: String])
+    do { loaded = try GPTCheckpoint.load(from: url) } catch { fail("\(error)") }
+    var rng = Xoshiro256(seed: options.seed)
+    let prompt = loaded.tokenizer.encode(options.prompt)
+    let tokens = loaded.model.generate(prompt: prompt, count: options.length, temperature: options.temperature,
+                                       topK: options.sampleTopK, rng: &rng)
+    print(options.prompt + loaded.tokenizer.decode(tokens))
+    exit(0)
+}
+
+// MARK: - Data
+
+let corpusText: String
+let corpusName: String
+if options.synthetic {
+    corpusText = SyntheticText.generate(characters: options.syntheticCharacters, seed: options.seed)
+    corpusName = "synthetic (\(options.syntheticCharacters) characters, seed \(options.seed))"
+} else {
+    let path = options.text ?? TinyShakespeare.defaultPath
+    let url = URL(fileURLWithPath: path)
+    if options.text == nil && !FileManager.default.fileExists(atPath: url.path) {
+        guard options.download else {
+            fail("\(url.path): no such file (run without --no-download to fetch Tiny Shakespeare, or pass --text FILE)")
+        }
+        let bar = ProgressBar(title: "Tiny Shakespeare", total: TinyShakespeare.byteCount / 1024)
+        do {
+            try TinyShakespeare.download(to: url) { received, _ in bar.update(received / 1024, status: "\(received / 1024) KiB") }
+            bar.finish(status: "from \(TinyShakespeare.sourceURL.host ?? "github")")
+        } catch {
+            fail("\(error)")
+        }
+    }
+    do {
+        let (text, replaced) = try TextCorpus.load(url)
+        corpusText = text
+        corpusName = path + (replaced > 0 ? " (\(replaced) invalid UTF-8 sequences replaced by U+FFFD)" : "")
+    } catch {
+        fail("\(error)")
+    }
+}
+
+let (trainText, validationText) = TextCorpus.split(corpusText, validationFraction: options.validationFraction)
+let tokenizer: Tokenizer
+let tokenizerStart = Date()
+if options.tokenizer == "bpe" {
+    tokenizer = BPETokenizer(training: trainText, vocabularySize: options.vocab)
+} else {
+    tokenizer = CharTokenizer(training: trainText)
+}
+let trainTokens = tokenizer.encode(trainText), validationTokens = tokenizer.encode(validationText)
+let tokenizerSeconds = Date().timeIntervalSince(tokenizerStart)
+let split = TokenSplit(tokens: trainTokens + validationTokens, cut: trainTokens.count,
+                       context: options.context, stride: options.stride ?? options.context)
+guard split.train.count > 0 && split.validation.count > 0 else {
+    fail("\(corpusName): too short for --context \(options.context) with --val-fraction \(options.validationFraction): "
+         + "\(trainTokens.count) training and \(validationTokens.count) validation tokens")
+}
+
+print("Corpus: \(corpusName), \(corpusText.unicodeScalars.count) characters")
+print("Tokenizer: \(options.tokenizer), \(tokenizer.vocabularySize) tokens"
+      + (options.tokenizer == "bpe" ? String(format: " (trained in %.1f s)", tokenizerSeconds) : "")
+      + "; \(trainTokens.count) training tokens, \(validationTokens.count) validation tokens")
+print("Windows of \(options.context) tokens every \(options.stride ?? options.context): "
+      + "\(split.train.count) for training, \(split.validation.count) for validation "
+      + "(each evaluation uses \(options.evalWindows == 0 ? split.validation.count : min(options.evalWindows, split.validation.count)))")
+print("\(options.threads) thread(s), seed \(options.seed), Adam lr \(options.learningRate)\n")
+
+// MARK: - Training
+
+let outDirectory = URL(fileURLWithPath: options.out)
+do {
+    try FileManager.default.createDirectory(at: outDirectory, withIntermediateDirectories: true)
+} catch {
+    fail("\(outDirectory.path): cannot create folder: \(error.localizedDescription)")
+}
+
+/// Everything one trained model contributes to the tables, plots and summary.json.
+struct ModelRun {
+    let preset: Preset
+    let model: GPT
+    let trainer: LanguageModelTrainer
+    let stopReason: LanguageModelTrainer.StopReason
+    /// The best weights' loss on every validation window.
+    let fullValidationLoss: Double
+    /// Per MoE layer, routing of the best weights over every validation window.
+    let validationRouting: [LayerRouting]
+    let checkpoint: URL
+}
+
+func train(_ preset: Preset) -> ModelRun {
+    var rng = Xoshiro256(seed: options.seed)
+    let config = options.modelConfig(preset, vocabularySize: tokenizer.vocabularySize)
+    let model = GPT(config: config, rng: &rng)
+    let trainer = LanguageModelTrainer(model: model, train: split.train, validation: split.validation,
+                                       config: options.trainingConfig(preset))
+    let checkpoint = outDirectory.appendingPathComponent("\(preset.name).safetensors")
+    let moe = config.moeLayers.isEmpty ? "dense" :
+        "MoE in blocks \(config.moeLayers.map(String.init).joined(separator: ",")): \(config.experts) experts, top-\(config.topK), α \(config.auxLossWeight)"
+    print("\(preset.name): \(config.layers) blocks, width \(config.width), \(config.heads) heads, hidden \(config.hidden), "
+          + "\(moe); \(RunReport.int(model.parameterCount)) parameters (\(RunReport.int(model.activeParameterCount)) active per token)")
+    print("  \(trainer.plannedSteps) steps of \(trainer.config.batchSize) windows × \(options.context) tokens "
+          + "(\(trainer.stepsPerEpoch) steps per epoch), evaluation every \(trainer.config.evalInterval)")
+
+    var bar: ProgressBar? = nil
+    var barStart = 0
+    let stop = trainer.run(onStep: { step, planned, loss, aux, _ in
+        if bar == nil {
+            barStart = step - 1
+            bar = ProgressBar(title: "  steps \(step)-\(min(planned, barStart + trainer.config.evalInterval))",
+                              total: min(planned, barStart + trainer.config.evalInterval) - barStart)
+            bar?.reportsTenths = false
+        }
+        bar?.update(step - barStart, status: config.moeLayers.isEmpty ? String(format: "loss %.3f", loss)
+                                                                     : String(format: "loss %.3f  α·aux %.4f", loss, aux))
+    }, onEvaluation: { record, improved in
+        if improved {
+            do {
+                try GPTCheckpoint.save(model, tokenizer: tokenizer, to: checkpoint,
+                                       metadata: ["source": "gpt-moe", "preset": preset.name, "step": String(record.step),
+                                                  "validation_loss": String(record.validationLoss), "seed": String(options.seed)])
+            } catch {
+                fail("\(error)")
+            }
+        }
+        let line = RunReport.evaluationLine(record, improved: improved)
+        if let b = bar { b.finish(status: line) } else { print("  step 0: " + line) }
+        bar = nil
+    })
+    if stop == .earlyStopped {
+        print("  stopped early: no better validation loss in \(options.patience) evaluations")
+    }
+    trainer.restoreBestWeights()
+    let full = trainer.evaluate(windows: 0)
+    // Routing of the best weights on every validation window (evaluate resets the statistics at its end,
+    // so run the windows here through the model and read the statistics before resetting).
+    for (_, layer) in model.moeLayers { layer.resetStatistics() }
+    var routing: [LayerRouting] = []
+    if !model.moeLayers.isEmpty {
+        var start = 0
+        while start < split.validation.count {
+            let slice = start..<min(split.validation.count, start + trainer.config.batchSize)
+            let (x, _) = split.validation.batch(slice)
+            _ = model.forward(tokens: x, batch: slice.count)
+            start += trainer.config.batchSize
+        }
+        routing = trainer.currentRouting()
+        for (_, layer) in model.moeLayers { layer.resetStatistics() }
+    }
+    print(String(format: "  best validation loss %.4f at step %d; %.4f on all %d validation windows; %.1f s of training steps\n",
+                 trainer.bestValidationLoss, trainer.bestStep, full, split.validation.count, trainer.totalTiming.total))
+    do {
+        try AtomicFile.write(Data(tokenizer.serialized().utf8),
+                             to: outDirectory.appendingPathComponent("\(preset.name).tokenizer.json"))
+    } catch {
+        fail("\(error)")
+    }
+    return ModelRun(preset: preset, model: model, trainer: trainer, stopReason: stop, fullValidationLoss: full,
+                    validationRouting: routing, checkpoint: checkpoint)
+}
+
+let presets = options.command == "compare" ? Preset.all : [Preset.named(options.preset)!]
+var runs: [ModelRun] = []
+for preset in presets { runs.append(train(preset)) }
+
+// MARK: - Report
+
+var report = RunReport(options: options, runs: runs, corpus: corpusName, vocabularySize: tokenizer.vocabularySize)
+print(report.tables())
+
+if options.command == "train", let run = runs.first {
+    var rng = Xoshiro256(seed: options.seed ^ 0x5A3B_1E)
+    let prompt = tokenizer.encode(options.prompt)
+    let sample = options.prompt + tokenizer.decode(run.model.generate(prompt: prompt, count: options.length,
+                                                                     temperature: options.temperature,
+                                                                     topK: options.sampleTopK, rng: &rng))
+    report.sample = sample
+    print("Sample from the best checkpoint (temperature \(options.temperature)"
+          + (options.sampleTopK > 0 ? ", top-\(options.sampleTopK)" : "") + "):\n")
+    print(sample)
+    print("")
+}
+do {
+    try report.write(to: outDirectory)
+} catch {
+    fail("\(error)")
+}
+print("Wrote \(outDirectory.path)/: summary.json, \(report.plotNames.joined(separator: ", ")), "
+      + runs.map { "\($0.preset.name).safetensors" }.joined(separator: ", "))
