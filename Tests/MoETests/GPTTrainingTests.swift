@@ -1,0 +1,129 @@
+// Training the GPT: a short run on the synthetic corpus must learn, runs are
+// deterministic for a seed, early stopping stops, and a checkpoint comes back
+// as the same model with the same tokenizer.
+import XCTest
+@testable import MoE
+
+final class GPTTrainingTests: XCTestCase {
+
+    /// A tiny model and its data: the synthetic corpus, character tokens.
+    private func setUp(moe: Bool, steps: Int, learningRate: Float = 3e-3, patience: Int = 0,
+                       evalInterval: Int = 25) -> (LanguageModelTrainer, CharTokenizer) {
+        let text = SyntheticText.generate(characters: 30_000, seed: 5)
+        let (trainText, validationText) = TextCorpus.split(text, validationFraction: 0.1)
+        let tokenizer = CharTokenizer(training: trainText)
+        let train = tokenizer.encode(trainText), validation = tokenizer.encode(validationText)
+        let split = TokenSplit(tokens: train + validation, cut: train.count, context: 32, stride: 32)
+        var config = GPTConfig()
+        config.vocabularySize = tokenizer.vocabularySize; config.contextLength = 32
+        config.layers = 2; config.width = 32; config.heads = 2; config.hidden = 64
+        config.moeLayers = moe ? [1] : []; config.experts = 4; config.topK = 1; config.auxLossWeight = 0.01
+        var rng = Xoshiro256(seed: 11)
+        let model = GPT(config: config, rng: &rng)
+        var training = LanguageModelTrainingConfig()
+        training.batchSize = 16; training.learningRate = learningRate; training.steps = steps; training.epochs = 1000
+        training.evalInterval = evalInterval; training.evalWindows = 32; training.patience = patience; training.seed = 3
+        return (LanguageModelTrainer(model: model, train: split.train, validation: split.validation, config: training), tokenizer)
+    }
+
+    /// 150 steps of a 2-block MoE model on the synthetic corpus (~27,000 training
+    /// characters, 26 symbols + "unknown"). At the start the validation loss is
+    /// near ln 27 ≈ 3.30 (a uniform guess). The text is a few dozen made-up words
+    /// in fixed templates, so a model that learns goes far below that: this run
+    /// goes from 3.33 to 1.24 (the test prints the curve). The margin asked for,
+    /// 1.5 nats, leaves 0.6 nats of slack: it fails on a real regression, not on
+    /// a change of rounding. It must also beat, by 0.5 nats, the best model that
+    /// ignores context: letter frequencies of the training text, scored on the
+    /// validation text (the unigram cross-entropy, computed and printed here).
+    func testShortSyntheticRunLowersValidationLoss() {
+        let (trainer, tokenizer) = setUp(moe: true, steps: 150)
+        XCTAssertEqual(tokenizer.vocabularySize, 27)
+        // Unigram cross-entropy: −mean log q(token) with q the training frequencies.
+        var counts = [Double](repeating: 0, count: 27)
+        for t in trainer.train.tokens[trainer.train.range] { counts[t] += 1 }
+        let total = counts.reduce(0, +)
+        let held = trainer.validation.tokens[trainer.validation.range]
+        let unigram = held.reduce(0.0) { $0 - Foundation.log(max(counts[$1], 0.5) / total) } / Double(held.count)
+        print(String(format: "unigram cross-entropy %.3f", unigram))
+        _ = trainer.run(onEvaluation: { record, _ in
+            print(String(format: "step %3d  train %.3f  val %.3f  α·aux %.4f", record.step, record.trainLoss,
+                         record.validationLoss, record.weightedAuxLoss))
+        })
+        let first = trainer.history.first!.validationLoss, best = trainer.bestValidationLoss
+        XCTAssertEqual(first, Foundation.log(27.0), accuracy: 0.15, "starts near a uniform guess")
+        XCTAssertLessThan(best, first - 1.5, "validation loss \(first) -> \(best)")
+        XCTAssertLessThan(best, unigram - 0.5, "no better than letter frequencies (\(unigram))")
+        XCTAssertEqual(trainer.history.map(\.step), [0, 25, 50, 75, 100, 125, 150])
+        // The MoE layer routed tokens and reported it.
+        let routing = trainer.history.last!.routing
+        XCTAssertEqual(routing.map(\.layer), [1])
+        XCTAssertEqual(routing[0].usage.reduce(0, +), 1, accuracy: 1e-9)
+        // Restoring the best weights gives back the best loss.
+        trainer.restoreBestWeights()
+        XCTAssertEqual(trainer.evaluate(), best)
+    }
+
+    /// The same seed, the same run: every loss bit for bit.
+    func testRunsAreDeterministic() {
+        var losses: [[Double]] = []
+        for _ in 0..<2 {
+            let (trainer, _) = setUp(moe: true, steps: 6, evalInterval: 3)
+            var seen: [Double] = []
+            _ = trainer.run(onStep: { _, _, loss, aux, _ in seen += [loss, aux] },
+                            onEvaluation: { record, _ in seen.append(record.validationLoss) })
+            losses.append(seen)
+        }
+        XCTAssertEqual(losses[0], losses[1])
+        XCTAssertEqual(losses[0].count, 6 * 2 + 3)
+    }
+
+    /// With a learning rate of 0 nothing changes, so no evaluation after the first
+    /// can be better: patience 2 stops the run after the second evaluation that did not improve.
+    func testEarlyStopping() {
+        let (trainer, _) = setUp(moe: false, steps: 50, learningRate: 0, patience: 2, evalInterval: 5)
+        XCTAssertEqual(trainer.run(), .earlyStopped)
+        XCTAssertEqual(trainer.step, 10)
+        XCTAssertEqual(trainer.history.map(\.step), [0, 5, 10])
+        XCTAssertEqual(trainer.bestStep, 0)
+    }
+
+    /// Save, load: the same parameters bit for bit, the same configuration, the
+    /// same tokenizer, the same logits. And a file that is not a GPT checkpoint
+    /// is refused with its name in the message.
+    func testCheckpointRoundTrip() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gpt-ckpt-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+
+        for (moe, tokenizer) in [(true, CharTokenizer(training: "to be or not") as Tokenizer),
+                                 (false, BPETokenizer(training: "to be or not to be", vocabularySize: 270))] {
+            var config = tinyGPTConfig(moeLayers: moe ? [1] : [], tie: moe)
+            config.vocabularySize = tokenizer.vocabularySize
+            var rng = Xoshiro256(seed: 12)
+            let model = GPT(config: config, rng: &rng)
+            let url = folder.appendingPathComponent("m\(moe).safetensors")
+            try GPTCheckpoint.save(model, tokenizer: tokenizer, to: url, metadata: ["step": "7"])
+
+            let (loaded, loadedTokenizer, metadata) = try GPTCheckpoint.load(from: url)
+            XCTAssertEqual(loaded.config, config)
+            XCTAssertEqual(metadata["step"], "7")
+            XCTAssertEqual(loaded.namedParameters.map(\.name), model.namedParameters.map(\.name))
+            for (a, b) in zip(loaded.namedParameters, model.namedParameters) {
+                XCTAssertEqual(a.parameter.value.data.map(\.bitPattern), b.parameter.value.data.map(\.bitPattern), a.name)
+            }
+            XCTAssertEqual(loadedTokenizer.kind, tokenizer.kind)
+            XCTAssertEqual(loadedTokenizer.encode("not to be"), tokenizer.encode("not to be"))
+            let tokens = Array(tokenizer.encode("to be or").prefix(config.contextLength))
+            XCTAssertEqual(loaded.forward(tokens: tokens, batch: 1), model.forward(tokens: tokens, batch: 1))
+        }
+
+        let other = folder.appendingPathComponent("other.safetensors")
+        try Safetensors.write([("w", Tensor.zeros([2]))], metadata: [:], to: other)
+        XCTAssertThrowsError(try GPTCheckpoint.load(from: other)) { error in
+            XCTAssertTrue("\(error)".hasPrefix(other.path + ": "), "\(error)")
+            XCTAssertTrue("\(error)".contains("not a gpt-moe checkpoint"), "\(error)")
+        }
+    }
+}
+
+import Foundation
