@@ -1,0 +1,263 @@
+// Tests for the `gpt-moe` command, run as a user runs it: the built executable
+// in a subprocess, its exit status, standard output and standard error. The
+// contract is mnist-moe's (CommandLineTests.swift):
+//   * status 0: it worked; tables on stdout, files in --out.
+//   * status 2: the command line is wrong. One line "gpt-moe: …" naming the
+//     flag, then the usage, on stderr; nothing on stdout, nothing done.
+//   * status 1: the command line is fine but a file is not. One line
+//     "gpt-moe: FILE: problem" on stderr.
+// Every run here is tiny (a synthetic corpus, a model of width 16, a few
+// steps): seconds, not minutes.
+import Foundation
+import XCTest
+@testable import MoE
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+final class GPTCommandLineTests: XCTestCase {
+    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    struct Outcome {
+        var status: Int32
+        var reason: Process.TerminationReason
+        var stdout: String
+        var stderr: String
+        var errorLines: [String] { stderr.split(separator: "\n").map(String.init) }
+        var summary: String { "status \(status) (\(reason == .exit ? "exit" : "signal"))\nstdout:\n\(stdout)\nstderr:\n\(stderr)" }
+    }
+
+    private final class Collected: @unchecked Sendable { var stdout = Data(), stderr = Data() }
+
+    /// `gpt-moe` in the products directory (beside the test bundle on Linux, around it on macOS).
+    private func executable() throws -> URL {
+        let bundle = Bundle(for: Self.self).bundleURL
+        let candidates = [bundle.deletingLastPathComponent(), bundle, Self.repositoryRoot.appendingPathComponent(".build/debug")]
+            .map { $0.appendingPathComponent("gpt-moe") }
+        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+            throw XCTSkip("gpt-moe not built; looked in " + candidates.map(\.path).joined(separator: ", "))
+        }
+        return found
+    }
+
+    /// Runs `gpt-moe arguments` and waits at most `timeout` seconds (a hang fails, it does not stall the suite).
+    private func run(_ arguments: [String], timeout: TimeInterval = 120, line: UInt = #line) throws -> Outcome {
+        let process = Process()
+        process.executableURL = try executable()
+        process.arguments = arguments
+        process.currentDirectoryURL = FileManager.default.temporaryDirectory
+        let (out, err) = (Pipe(), Pipe())
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        let done = DispatchGroup()
+        let collected = Collected()
+        for (pipe, isOut) in [(out, true), (err, false)] {   // drain while running: a full pipe would block the child
+            done.enter()
+            DispatchQueue.global().async {
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                if isOut { collected.stdout = data } else { collected.stderr = data }
+                done.leave()
+            }
+        }
+        done.enter()
+        process.terminationHandler = { _ in done.leave() }
+        try process.run()
+        if done.wait(timeout: .now() + timeout) == .timedOut {
+            process.terminate()
+            _ = done.wait(timeout: .now() + 10)
+            XCTFail("gpt-moe \(arguments.joined(separator: " ")) did not finish in \(Int(timeout)) s", line: line)
+        }
+        return Outcome(status: process.terminationStatus, reason: process.terminationReason,
+                       stdout: String(decoding: collected.stdout, as: UTF8.self),
+                       stderr: String(decoding: collected.stderr, as: UTF8.self))
+    }
+
+    private func temporaryDirectory(_ name: String) throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("gpt-moe-\(name)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url
+    }
+
+    /// A model and a run small enough for a test: seconds for all five presets.
+    private let tiny = ["--synthetic", "--synthetic-chars", "6000", "--layers", "2", "--width", "16", "--heads", "2",
+                        "--context", "16", "--batch-size", "4", "--experts", "4", "--steps", "6", "--eval-interval", "3",
+                        "--eval-windows", "8", "--length", "20", "--threads", "1"]
+
+    // MARK: --help
+
+    func testHelpListsEveryFlagAndPreset() throws {
+        let outcome = try run(["--help"])
+        XCTAssertEqual(outcome.status, 0, outcome.summary)
+        XCTAssertEqual(outcome.stderr, "")
+        XCTAssertTrue(outcome.stdout.hasPrefix("usage: gpt-moe [train] [options]"), outcome.stdout)
+        // Every `case "--flag":` of Options.swift must be in the help text, as a word of its own.
+        let source = try String(contentsOf: Self.repositoryRoot.appendingPathComponent("Sources/gpt-moe/Options.swift"),
+                                encoding: .utf8)
+        var flags = Set<String>()
+        for line in source.split(separator: "\n") where line.trimmingCharacters(in: .whitespaces).hasPrefix("case \"-") {
+            for piece in line.split(separator: ":", maxSplits: 1)[0].split(separator: "\"") where piece.hasPrefix("-") {
+                flags.insert(String(piece))
+            }
+        }
+        XCTAssertGreaterThan(flags.count, 30)
+        let words = Set(outcome.stdout.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "," }).map(String.init))
+        for flag in flags { XCTAssertTrue(words.contains(flag), "--help does not list \(flag)") }
+        for preset in ["dense", "baseline", "top2", "strong_reg", "throughput_opt"] {
+            XCTAssertTrue(words.contains(preset), "--help does not explain the preset \(preset)")
+        }
+        XCTAssertEqual(try run(["compare", "-h"]).stdout, outcome.stdout)
+    }
+
+    // MARK: Usage errors (status 2)
+
+    func testBadCommandLinesExitTwoWithOneLineNamingTheFlagThenTheUsage() throws {
+        let usage = try run(["--help"]).stdout.split(separator: "\n").map(String.init).filter { !$0.isEmpty }
+        let cases: [(arguments: [String], flag: String, says: String)] = [
+            (["--bogus"], "--bogus", "unknown option"),
+            (["--steps"], "--steps", "needs a value"),
+            (["--steps", "0"], "--steps", "'0'"),
+            (["--lr", "abc"], "--lr", "'abc'"),
+            (["--preset", "huge"], "--preset", "'huge'"),
+            (["--tokenizer", "words"], "--tokenizer", "'words'"),
+            (["--heads", "3"], "--heads", "--width 64"),
+            (["--top-k", "9"], "--top-k", "--experts 8"),
+            (["--moe-layers", "1,x"], "--moe-layers", "'1,x'"),
+            (["--moe-layers", "7"], "--moe-layers", "--layers 4"),
+            (["--vocab", "100"], "--vocab", "'100'"),
+            (["--synthetic", "--text", "a.txt"], "--synthetic", "--text"),
+            (["sample"], "--checkpoint", "sample needs"),
+            (["compare", "--preset", "dense"], "--preset", "compare runs every preset"),
+            (["--steps", "5", "compare"], "compare", "must come first"),
+        ]
+        for (arguments, flag, says) in cases {
+            let outcome = try run(arguments)
+            let what = "gpt-moe \(arguments.joined(separator: " "))"
+            XCTAssertEqual(outcome.status, 2, "\(what)\n\(outcome.summary)")
+            XCTAssertEqual(outcome.reason, .exit, what)
+            XCTAssertEqual(outcome.stdout, "", "\(what): printed to stdout")
+            guard let first = outcome.errorLines.first else { XCTFail("\(what): nothing on stderr"); continue }
+            print("\(what) → \(first)")
+            XCTAssertTrue(first.hasPrefix("gpt-moe: "), "\(what): \(first)")
+            XCTAssertTrue(first.contains(flag), "\(what): the error does not name \(flag): \(first)")
+            XCTAssertTrue(first.contains(says), "\(what): expected '\(says)' in: \(first)")
+            XCTAssertEqual(Array(outcome.errorLines.dropFirst()), usage, "\(what): the usage should follow")
+        }
+    }
+
+    // MARK: File errors (status 1)
+
+    func testMissingFilesExitOneWithOneLineNamingTheFile() throws {
+        let folder = try temporaryDirectory("missing")
+        let text = folder.appendingPathComponent("nope.txt").path
+        let checkpoint = folder.appendingPathComponent("nope.safetensors").path
+        for (arguments, file) in [(["--text", text, "--out", folder.path], text),
+                                  (["sample", "--checkpoint", checkpoint], checkpoint)] {
+            let outcome = try run(arguments)
+            XCTAssertEqual(outcome.status, 1, outcome.summary)
+            XCTAssertEqual(outcome.reason, .exit)
+            XCTAssertEqual(outcome.errorLines.count, 1, outcome.stderr)
+            let message = outcome.errorLines.first ?? ""
+            print("\(arguments.joined(separator: " ")) → \(message)")
+            XCTAssertTrue(message.hasPrefix("gpt-moe: \(file)"), message)
+        }
+    }
+
+    // MARK: Real runs
+
+    private func readJSON(_ url: URL) throws -> [String: Any] {
+        try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any], url.lastPathComponent)
+    }
+
+    private final class SVGReader: NSObject, XMLParserDelegate {
+        var root: String?
+        var text = ""
+        func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?,
+                    qualifiedName: String?, attributes: [String: String] = [:]) { if root == nil { root = name } }
+        func parser(_ parser: XMLParser, foundCharacters string: String) { text += string }
+    }
+
+    private func readSVG(_ url: URL) throws -> SVGReader {
+        let parser = XMLParser(data: try Data(contentsOf: url))
+        let reader = SVGReader()
+        parser.delegate = reader
+        XCTAssertTrue(parser.parse(), "\(url.lastPathComponent) is not well-formed XML")
+        XCTAssertEqual(reader.root, "svg", url.lastPathComponent)
+        return reader
+    }
+
+    /// `compare` on a tiny synthetic setup: the tables, summary.json with the five
+    /// models, the plots, loadable checkpoints; then `sample` from one of them.
+    func testCompareWritesEverythingAndSampleContinuesAPrompt() throws {
+        let out = try temporaryDirectory("compare")
+        let outcome = try run(["compare"] + tiny + ["--out", out.path])
+        XCTAssertEqual(outcome.status, 0, outcome.summary)
+        guard outcome.status == 0 else { return }
+        for title in ["Results", "Time per step", "Expert usage and router entropy", "Step ×dense", "Backward ×dense"] {
+            XCTAssertTrue(outcome.stdout.contains(title), "no '\(title)' in the output\n\(outcome.stdout)")
+        }
+
+        let summary = try readJSON(out.appendingPathComponent("summary.json"))
+        let models = try XCTUnwrap(summary["models"] as? [[String: Any]])
+        XCTAssertEqual(models.map { $0["name"] as? String }, ["dense", "baseline", "top2", "strong_reg", "throughput_opt"])
+        for model in models {
+            let name = model["name"] as? String ?? "?"
+            XCTAssertEqual(model["steps"] as? Int, 6, name)
+            XCTAssertEqual((model["evaluations"] as? [[String: Any]])?.map { $0["step"] as? Int }, [0, 3, 6], name)
+            XCTAssertNotNil(model["best_val_loss"] as? Double, name)
+            XCTAssertGreaterThan(model["train_seconds"] as? Double ?? 0, 0, name)
+            XCTAssertEqual(model["batch_size"] as? Int, name == "throughput_opt" ? 8 : 4, name)
+            let routing = model["validation_routing"] as? [[String: Any]]
+            if name == "dense" {
+                XCTAssertNil(routing, "the dense model has no routing")
+                XCTAssertEqual(model["params_total"] as? Int, model["params_active"] as? Int)
+            } else {
+                XCTAssertEqual(routing?.map { $0["block"] as? Int }, [1], "every other block of 2: block 1")
+                let usage = try XCTUnwrap(routing?.first?["usage"] as? [Double])
+                XCTAssertEqual(usage.count, 4)
+                XCTAssertEqual(usage.reduce(0, +), 1, accuracy: 1e-9)
+            }
+        }
+        XCTAssertEqual(models[1]["params_total"] as? Int, models[4]["params_total"] as? Int, "throughput_opt is baseline's model")
+        XCTAssertEqual(models[1]["top_k"] as? Int, 1)
+        XCTAssertEqual(models[2]["top_k"] as? Int, 2)
+        XCTAssertEqual(models[3]["aux_weight"] as? Double, 0.1)
+
+        let curves = try readSVG(out.appendingPathComponent("loss_curves.svg"))
+        XCTAssertTrue(curves.text.contains("baseline val") && curves.text.contains("dense train"), curves.text)
+        _ = try readSVG(out.appendingPathComponent("expert_usage.svg"))
+        _ = try readSVG(out.appendingPathComponent("router_entropy.svg"))
+
+        let checkpoint = out.appendingPathComponent("baseline.safetensors")
+        let (model, tokenizer, metadata) = try GPTCheckpoint.load(from: checkpoint)
+        XCTAssertEqual(model.config.moeLayers, [1])
+        XCTAssertEqual(metadata["preset"], "baseline")
+        XCTAssertEqual(tokenizer.kind, "char")
+        let saved = try String(contentsOf: out.appendingPathComponent("baseline.tokenizer.json"), encoding: .utf8)
+        XCTAssertEqual(saved, tokenizer.serialized(), "the tokenizer beside the checkpoint is the one inside it")
+
+        let sample = try run(["sample", "--checkpoint", checkpoint.path, "--prompt", "the ", "--length", "30", "--seed", "4"])
+        XCTAssertEqual(sample.status, 0, sample.summary)
+        XCTAssertTrue(sample.stdout.hasPrefix("the "), sample.stdout)
+        XCTAssertEqual(sample.stdout.count, "the ".count + 30 + 1, "prompt, 30 characters, newline")
+        let again = try run(["sample", "--checkpoint", checkpoint.path, "--prompt", "the ", "--length", "30", "--seed", "4"])
+        XCTAssertEqual(again.stdout, sample.stdout, "seeded")
+    }
+
+    /// `train` with the BPE tokenizer: the tokenizer is trained, saved and used, and a sample is printed.
+    func testTrainWithBPE() throws {
+        let out = try temporaryDirectory("bpe")
+        let outcome = try run(["--preset", "top2", "--tokenizer", "bpe", "--vocab", "300"] + tiny + ["--out", out.path])
+        XCTAssertEqual(outcome.status, 0, outcome.summary)
+        XCTAssertTrue(outcome.stdout.contains("Tokenizer: bpe, 300 tokens"), outcome.stdout)
+        XCTAssertTrue(outcome.stdout.contains("Sample from the best checkpoint"), outcome.stdout)
+        let (_, tokenizer, _) = try GPTCheckpoint.load(from: out.appendingPathComponent("top2.safetensors"))
+        XCTAssertEqual(tokenizer.kind, "bpe")
+        XCTAssertEqual(tokenizer.vocabularySize, 300)
+        let summary = try readJSON(out.appendingPathComponent("summary.json"))
+        XCTAssertNotNil(summary["sample"] as? String)
+        XCTAssertEqual((summary["config"] as? [String: Any])?["preset"] as? String, "top2")
+    }
+}
