@@ -15,6 +15,7 @@ struct Options {
     var evalInterval = 100         // steps between validation evaluations
     var evalWindows = 256          // validation windows per evaluation (of ~1,700 at context 64)
     var patience = 0               // evaluations without improvement before stopping; 0: never
+    var timingRounds = 30          // compare: interleaved timing rounds after training (0: none)
 
     // The model.
     var layers = 4
@@ -77,6 +78,8 @@ struct Options {
           --eval-interval N  steps between validation losses (default 100)
           --eval-windows N   validation windows per evaluation, 0 = all (default 256)
           --patience N       stop after N evaluations without a new best, 0 = never (default 0)
+          --timing-rounds N  compare: after training, N rounds of one step per model in turn,
+                             timed for the speed ratios; 0 = none (default 30)
         Model:
           --preset NAME      train: dense, baseline, top2, strong_reg or throughput_opt (default baseline)
           --layers N         transformer blocks (default 4)
@@ -102,7 +105,8 @@ struct Options {
                              (default: every-other for MoE presets, none for dense)
           --aux-weight X     α, weight of the Switch balancing loss (default: the preset's)
         Optimisation:
-          --batch-size N     windows per step (default 32; throughput_opt uses twice this)
+          --batch-size N     windows per step (default 32; throughput_opt uses twice this
+                             for half the steps)
           --lr X             Adam learning rate (default 0.003)
           --seed N           seed for weights, data order and sampling (default 0)
           --threads N        threads for the compute kernels (default: all cores)
@@ -125,7 +129,7 @@ struct Options {
             o.command = first
             i = 1
         }
-        var sawPreset = false
+        var sawPreset = false, sawTimingRounds = false
         func value(_ flag: String) throws -> String {
             i += 1
             guard i < args.count else { throw UsageError("\(flag) needs a value") }
@@ -159,6 +163,7 @@ struct Options {
             case "--eval-interval": o.evalInterval = try int(flag, 1...10_000_000)
             case "--eval-windows": o.evalWindows = try int(flag, 0...10_000_000)
             case "--patience": o.patience = try int(flag, 0...100_000)
+            case "--timing-rounds": o.timingRounds = try int(flag, 0...100_000); sawTimingRounds = true
             case "--layers": o.layers = try int(flag, 1...64)
             case "--width": o.width = try int(flag, 1...8192)
             case "--heads": o.heads = try int(flag, 1...256)
@@ -223,6 +228,7 @@ struct Options {
         if o.command == "sample" && o.checkpoint == nil { throw UsageError("sample needs --checkpoint FILE") }
         if o.command != "sample" && o.checkpoint != nil { throw UsageError("--checkpoint is for the sample command") }
         if o.command == "compare" && sawPreset { throw UsageError("--preset is for train; compare runs every preset") }
+        if o.command != "compare" && sawTimingRounds { throw UsageError("--timing-rounds is for compare") }
         return o
     }
 
@@ -256,11 +262,14 @@ struct Options {
     /// The training settings of a preset, with these options applied.
     func trainingConfig(_ preset: Preset) -> LanguageModelTrainingConfig {
         var t = LanguageModelTrainingConfig()
+        // A preset with k× the windows per step takes 1/k of the steps and evaluates
+        // every 1/k of the interval: every preset sees the same tokens, and the
+        // evaluations fall at the same token counts.
         t.batchSize = batchSize * preset.batchMultiplier
         t.learningRate = learningRate
-        t.steps = steps
+        t.steps = max(1, steps / preset.batchMultiplier)
         t.epochs = epochs
-        t.evalInterval = evalInterval
+        t.evalInterval = max(1, evalInterval / preset.batchMultiplier)
         t.evalWindows = evalWindows
         t.patience = patience
         t.seed = seed
@@ -279,7 +288,7 @@ struct Options {
         ]
         if tokenizer == "bpe" { j["vocab"] = vocab }
         if synthetic { j["synthetic_chars"] = syntheticCharacters }
-        if command == "train" { j["preset"] = preset }
+        if command == "train" { j["preset"] = preset } else { j["timing_rounds"] = timingRounds }
         if let k = topK { j["top_k"] = k }
         if let m = moeLayers { j["moe_layers"] = m }
         if let a = auxWeight { j["aux_weight"] = Double("\(a)")! }

@@ -15,10 +15,11 @@
 //   strong_reg      baseline with 10× the balancing weight, α = 0.1: routing is
 //                   pushed harder towards an even load.
 //   throughput_opt  baseline's model, trained for tokens per second: batches of
-//                   2× the windows, so each expert multiplies twice as many rows
-//                   per call and the per-step costs (routing bookkeeping, thread
-//                   hand-offs, Adam) are spread over twice the tokens. Same
-//                   parameters as baseline, as in the notes (17,286,656 both).
+//                   2× the windows (and half the steps, so the same tokens), so
+//                   each expert multiplies twice as many rows per call and the
+//                   per-step costs (routing bookkeeping, thread hand-offs, Adam)
+//                   are spread over twice the tokens. Same parameters as
+//                   baseline, as in the notes (17,286,656 both).
 //
 // Flags given on the command line override a preset's values (and apply to
 // every preset in `compare`).
@@ -44,7 +45,7 @@ struct Preset {
                usesMoE: true, topK: 2, auxWeight: 0.01, batchMultiplier: 1),
         Preset(name: "strong_reg", summary: "baseline with 10× the balancing weight, α 0.1",
                usesMoE: true, topK: 1, auxWeight: 0.1, batchMultiplier: 1),
-        Preset(name: "throughput_opt", summary: "baseline's model with 2× the windows per step (larger expert matmuls)",
+        Preset(name: "throughput_opt", summary: "baseline's model, 2× the windows per step, half the steps (larger expert matmuls)",
                usesMoE: true, topK: 1, auxWeight: 0.01, batchMultiplier: 2),
     ]
 

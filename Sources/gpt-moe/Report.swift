@@ -36,13 +36,12 @@ struct RunReport {
         return s
     }
 
-    /// Mean seconds per step of each phase over the whole run.
-    static func perStep(_ run: ModelRun) -> StepTiming {
-        var t = run.trainer.totalTiming
-        let n = Double(max(run.trainer.step, 1))
-        t.forward /= n; t.backward /= n; t.optimizer /= n
-        return t
-    }
+    /// Median seconds per step of each phase: from the interleaved timing rounds
+    /// when `compare` ran them (main.swift says why), else over the run's steps.
+    /// The median, not the mean: the machine may be shared, and a step another
+    /// process interrupted says nothing about the model. (The results table has
+    /// the plain sums.)
+    static func perStep(_ run: ModelRun) -> StepTiming { run.interleaved ?? run.trainer.medianTiming }
 
     static func tokensPerSecond(_ run: ModelRun) -> Double {
         Double(run.trainer.step * run.trainer.tokensPerStep) / run.trainer.totalTiming.total
@@ -86,7 +85,9 @@ struct RunReport {
             }
             steps.addRow(row)
         }
-        section("Time per step (mean over the run)" + (dense != nil ? "; ratios per token against dense" : ""), steps)
+        let source = runs.first?.interleaved != nil
+            ? "median of \(options.timingRounds) interleaved rounds after training" : "median over the run's steps"
+        section("Time per step (\(source))" + (dense != nil ? "; ratios per token against dense" : ""), steps)
 
         // Routing of the best weights on the whole validation split.
         let moeRuns = runs.filter { !$0.validationRouting.isEmpty }
@@ -132,8 +133,9 @@ struct RunReport {
                 "tokens_per_second": num(Self.tokensPerSecond(run)),
                 "forward_seconds": t.forward, "backward_seconds": t.backward, "optimizer_seconds": t.optimizer,
                 "train_seconds": t.total,
-                "forward_ms_per_step": 1000 * p.forward, "backward_ms_per_step": 1000 * p.backward,
-                "optimizer_ms_per_step": 1000 * p.optimizer,
+                "median_forward_ms_per_step": 1000 * p.forward, "median_backward_ms_per_step": 1000 * p.backward,
+                "median_optimizer_ms_per_step": 1000 * p.optimizer, "median_step_ms": 1000 * p.total,
+                "median_timing_source": run.interleaved != nil ? "interleaved_rounds" : "training_steps",
                 "checkpoint": run.checkpoint.lastPathComponent,
                 "evaluations": run.trainer.history.map { r -> [String: Any] in
                     var e: [String: Any] = ["step": r.step, "epoch": r.epoch, "train_loss": num(r.trainLoss),
@@ -166,14 +168,16 @@ struct RunReport {
         let json = try JSONSerialization.data(withJSONObject: summary(), options: [.prettyPrinted, .sortedKeys])
         try AtomicFile.write(json, to: directory.appendingPathComponent("summary.json"))
 
-        // Loss curves: the training loss (mean over each interval) and the validation loss, per model.
+        // Loss curves: the training loss (mean over each interval) and the validation loss, per model,
+        // against training tokens (so a preset with larger steps lines up with the others).
+        func tokens(_ run: ModelRun, _ step: Int) -> Double { Double(step * run.trainer.tokensPerStep) }
         var series: [(name: String, points: [(x: Double, y: Double)])] = []
         for run in runs {
             let h = run.trainer.history
-            series.append(("\(run.preset.name) train", h.filter { !$0.trainLoss.isNaN }.map { (Double($0.step), $0.trainLoss) }))
-            series.append(("\(run.preset.name) val", h.map { (Double($0.step), $0.validationLoss) }))
+            series.append(("\(run.preset.name) train", h.filter { !$0.trainLoss.isNaN }.map { (tokens(run, $0.step), $0.trainLoss) }))
+            series.append(("\(run.preset.name) val", h.map { (tokens(run, $0.step), $0.validationLoss) }))
         }
-        let curves = LineChart(title: "Loss per step (nats per token)", xLabel: "step", yLabel: "cross-entropy", series: series)
+        let curves = LineChart(title: "Loss (nats per token)", xLabel: "training tokens", yLabel: "cross-entropy", series: series)
         try AtomicFile.write(Data(curves.svg().utf8), to: directory.appendingPathComponent("loss_curves.svg"))
 
         let moeRuns = runs.filter { !$0.validationRouting.isEmpty }
@@ -191,11 +195,12 @@ struct RunReport {
             for (i, layer) in run.validationRouting.enumerated() {
                 entropy.append(("\(run.preset.name) block \(layer.layer)",
                                 run.trainer.history.filter { $0.step > 0 && i < $0.routing.count }
-                                    .map { (Double($0.step), $0.routing[i].routerEntropy) }))
+                                    .map { (tokens(run, $0.step), $0.routing[i].routerEntropy) }))
             }
         }
-        entropy.append(("max ln E", [(0, log(Double(e))), (Double(runs.map(\.trainer.step).max() ?? 1), log(Double(e)))]))
-        let entropyChart = LineChart(title: "Router entropy per MoE block (training steps)", xLabel: "step",
+        let end = runs.map { tokens($0, $0.trainer.step) }.max() ?? 1
+        entropy.append(("max ln E", [(0, log(Double(e))), (end, log(Double(e)))]))
+        let entropyChart = LineChart(title: "Router entropy per MoE block (training steps)", xLabel: "training tokens",
                                      yLabel: "nats per token", series: entropy)
         try AtomicFile.write(Data(entropyChart.svg().utf8), to: directory.appendingPathComponent("router_entropy.svg"))
     }

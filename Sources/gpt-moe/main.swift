@@ -124,6 +124,8 @@ struct ModelRun {
     /// Per MoE layer, routing of the best weights over every validation window.
     let validationRouting: [LayerRouting]
     let checkpoint: URL
+    /// Median phase times from the interleaved timing rounds (compare only).
+    var interleaved: StepTiming? = nil
 }
 
 func train(_ preset: Preset) -> ModelRun {
@@ -200,6 +202,33 @@ func train(_ preset: Preset) -> ModelRun {
 let presets = options.command == "compare" ? Preset.all : [Preset.named(options.preset)!]
 var runs: [ModelRun] = []
 for preset in presets { runs.append(train(preset)) }
+
+// MARK: - Interleaved timing (compare)
+
+// The presets train one after another, so on a shared machine one may have run
+// while another process was busy and another while it was idle: their step
+// times would compare the machine's load, not the models. So, after training,
+// every model takes one step in turn, round after round, on the same windows,
+// and each phase's median over the rounds is what the ratios use. The learning
+// rate is 0 for these steps: the full computation runs, the weights stay.
+if runs.count > 1 && options.timingRounds > 0 {
+    print("Timing: \(options.timingRounds) rounds, one step of each model in turn (learning rate 0)")
+    var samples = [[StepTiming]](repeating: [], count: runs.count)
+    for round in 0...options.timingRounds {   // round 0 warms up and is not counted
+        for (i, run) in runs.enumerated() {
+            let (x, y) = split.train.batch(0..<min(split.train.count, run.trainer.config.batchSize))
+            let rate = run.trainer.optimizer.learningRate
+            run.trainer.optimizer.learningRate = 0
+            let timing = run.trainer.trainStep(inputs: x, targets: y).timing
+            run.trainer.optimizer.learningRate = rate
+            if round > 0 { samples[i].append(timing) }
+        }
+    }
+    for i in runs.indices {
+        runs[i].interleaved = StepTiming.median(samples[i])
+        for (_, layer) in runs[i].model.moeLayers { layer.resetStatistics() }
+    }
+}
 
 // MARK: - Report
 

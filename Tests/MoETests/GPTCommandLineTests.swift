@@ -131,6 +131,7 @@ final class GPTCommandLineTests: XCTestCase {
             (["sample"], "--checkpoint", "sample needs"),
             (["compare", "--preset", "dense"], "--preset", "compare runs every preset"),
             (["--steps", "5", "compare"], "compare", "must come first"),
+            (["--timing-rounds", "5"], "--timing-rounds", "is for compare"),
         ]
         for (arguments, flag, says) in cases {
             let outcome = try run(arguments)
@@ -204,8 +205,11 @@ final class GPTCommandLineTests: XCTestCase {
         XCTAssertEqual(models.map { $0["name"] as? String }, ["dense", "baseline", "top2", "strong_reg", "throughput_opt"])
         for model in models {
             let name = model["name"] as? String ?? "?"
-            XCTAssertEqual(model["steps"] as? Int, 6, name)
-            XCTAssertEqual((model["evaluations"] as? [[String: Any]])?.map { $0["step"] as? Int }, [0, 3, 6], name)
+            // throughput_opt: 2× the windows per step, half the steps, evaluation every 3/2 → 1 step.
+            let bigSteps = name == "throughput_opt"
+            XCTAssertEqual(model["steps"] as? Int, bigSteps ? 3 : 6, name)
+            XCTAssertEqual((model["evaluations"] as? [[String: Any]])?.map { $0["step"] as? Int },
+                           bigSteps ? [0, 1, 2, 3] : [0, 3, 6], name)
             XCTAssertNotNil(model["best_val_loss"] as? Double, name)
             XCTAssertGreaterThan(model["train_seconds"] as? Double ?? 0, 0, name)
             XCTAssertEqual(model["batch_size"] as? Int, name == "throughput_opt" ? 8 : 4, name)

@@ -52,6 +52,35 @@ final class GPTLayerTests: XCTestCase {
         XCTAssertEqual(report.entries.map(\.name), ["input", "weight", "bias"])
     }
 
+    // MARK: GELU's tanh
+
+    /// `fastTanh` and `fastExp` (Activations.swift) against the C library in Double,
+    /// on a grid of 2²⁰ points and at the ends of the range.
+    func testFastTanhAndExpAccuracy() {
+        func lanes(_ values: [Float], _ f: (SIMD16<Float>) -> SIMD16<Float>) -> [Float] {
+            stride(from: 0, to: values.count, by: 16).flatMap { i -> [Float] in
+                var v = SIMD16<Float>()
+                for j in 0..<min(16, values.count - i) { v[j] = values[i + j] }
+                let r = f(v)
+                return (0..<min(16, values.count - i)).map { r[$0] }
+            }
+        }
+        let n = 1 << 20
+        let tanhInputs = (0..<n).map { Float(-20 + 40 * Double($0) / Double(n - 1)) } + [0, -0.0, 1e-30, 100, -100, 1e30, -1e30]
+        let tanhOut = lanes(tanhInputs, fastTanh)
+        let tanhError = zip(tanhInputs, tanhOut).map { abs(Double($1) - Foundation.tanh(Double($0))) }.max()!
+        let expInputs = (0..<n).map { Float(-87 + 175 * Double($0) / Double(n - 1)) }
+        let expOut = lanes(expInputs, fastExp)
+        let expError = zip(expInputs, expOut).map { abs(Double($1) / Foundation.exp(Double($0)) - 1) }.max()!
+        print(String(format: "fastTanh max abs error %.3e on [-20, 20]; fastExp max rel error %.3e on [-87, 88]",
+                     tanhError, expError))
+        // A Float has 2⁻²⁴ ≈ 6e-8 relative spacing: allow a few units in the last place.
+        XCTAssertLessThan(tanhError, 4e-7)
+        XCTAssertLessThan(expError, 4e-7)
+        XCTAssertEqual(Array(tanhOut.suffix(4)), [1, -1, 1, -1], "saturates to exactly ±1")
+        XCTAssertTrue(tanhOut.allSatisfy { $0.isFinite && abs($0) <= 1 })
+    }
+
     // MARK: Embedding
 
     func testEmbeddingLooksUpAndAddsPositions() {

@@ -172,7 +172,7 @@ func storeFloats(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>, _ n: Int)
 // (`swift run`) compiles files separately, and a function in another file is
 // not inlined into GELU's loop.
 
-/// e^x lane by lane, relative error ≲ 2e-7; clamps x to [−87, 88]
+/// e^x lane by lane, relative error ≤ 2.5e-7 (measured on [−87, 88] by GPTLayerTests); clamps x to [−87, 88]
 /// (below, the result would be subnormal; above, inf).
 @inline(__always)
 func fastExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
@@ -193,7 +193,7 @@ func fastExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
     return p * unsafeBitCast(biased &<< 23, to: SIMD16<Float>.self)
 }
 
-/// tanh(x) = 1 − 2/(e^{2x} + 1) lane by lane, absolute error ≲ 2e-7; exactly ±1 for |x| ≳ 9.
+/// tanh(x) = 1 − 2/(e^{2x} + 1) lane by lane, absolute error ≤ 1.9e-7 (measured on [−20, 20]); exactly ±1 for large |x|.
 @inline(__always)
 func fastTanh(_ x: SIMD16<Float>) -> SIMD16<Float> {
     1 - 2 / (fastExp(2 * x) + 1)

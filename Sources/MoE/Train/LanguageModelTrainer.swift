@@ -46,6 +46,20 @@ public struct StepTiming {
     public static func += (a: inout StepTiming, b: StepTiming) {
         a.forward += b.forward; a.backward += b.backward; a.optimizer += b.optimizer
     }
+
+    /// The median of each phase on its own (NaN for no timings).
+    public static func median(_ timings: [StepTiming]) -> StepTiming {
+        func median(_ values: [Double]) -> Double {
+            guard !values.isEmpty else { return .nan }
+            let sorted = values.sorted(), n = sorted.count
+            return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+        }
+        var t = StepTiming()
+        t.forward = median(timings.map(\.forward))
+        t.backward = median(timings.map(\.backward))
+        t.optimizer = median(timings.map(\.optimizer))
+        return t
+    }
 }
 
 /// What routing did in one MoE layer over a stretch of steps.
@@ -99,6 +113,9 @@ public final class LanguageModelTrainer {
     public private(set) var history: [EvaluationRecord] = []
     /// Time per phase summed over every step so far.
     public private(set) var totalTiming = StepTiming()
+    /// Every step's timing, in order (for medians: on a shared machine the mean
+    /// includes the steps another process interrupted, the median does not).
+    public private(set) var stepTimings: [StepTiming] = []
     public private(set) var bestValidationLoss = Double.infinity
     public private(set) var bestStep = 0
     private var bestWeights: [Tensor] = []
@@ -205,6 +222,7 @@ public final class LanguageModelTrainer {
             let result = trainStep(inputs: x, targets: y)
             step += 1
             totalTiming += result.timing
+            stepTimings.append(result.timing)
             lossSum += result.loss; auxSum += result.weightedAux; stepsSince += 1; timingSince += result.timing
             onStep(step, planned, result.loss, result.weightedAux, result.timing)
 
@@ -239,6 +257,9 @@ public final class LanguageModelTrainer {
         onEvaluation(entry, improved)
         return improved
     }
+
+    /// The median of each phase over the steps so far.
+    public var medianTiming: StepTiming { StepTiming.median(stepTimings) }
 
     /// Puts the best weights seen by an evaluation back into the model.
     public func restoreBestWeights() {
