@@ -25,13 +25,16 @@ final class GPTModelTests: XCTestCase {
                 : Expert(modelDim: 8, hiddenDim: 10, activation: .gelu, rng: &rng)
             let block = TransformerBlock(width: 8, heads: 2, feedForward: ffn, rng: &rng)
             let x = Tensor.uniform([2, 4, 8], low: -1, high: 1, rng: &rng)
-            // ε = 1e-3, not the default 1e-2: through two LayerNorms and GELU the loss
+            // ε = 3e-3, not the default 1e-2: through two LayerNorms and GELU the loss
             // bends enough over ±0.01 that the one-sided differences of small-gradient
             // elements disagree by more than the checker's 2% and get skipped as
-            // "kinks". At 1e-3 the bend is 100× smaller and Float noise (~1e-7·|L| / 2ε)
-            // stays far below the tolerance. A perturbation that flips a top-k choice
-            // makes L jump; the checker sees that and skips the element (counted).
-            let report = GradientCheck.check(block, input: x, epsilon: 1e-3, maxElements: 32)
+            // "kinks" (13 of 32 elements of mlp.up.weight). That disagreement, relative
+            // to the differences, shrinks in proportion to ε; going further down trades
+            // it for Float noise (~1e-7·|L| / 2ε), which at 1e-3 already gives relative
+            // errors of 1.8e-2 on the smallest gradients. 3e-3 sits between the two.
+            // A perturbation that flips a top-k choice makes L jump; the checker sees
+            // that and skips the element (counted).
+            let report = GradientCheck.check(block, input: x, epsilon: 3e-3, maxElements: 32)
             print("block moe=\(moe)\n\(report)")
             assertGradientsMatch(report, "TransformerBlock moe=\(moe)")
         }
@@ -59,8 +62,8 @@ final class GPTModelTests: XCTestCase {
                 let ce = GPT.crossEntropy(logits: model.forward(tokens: tokens, batch: batch), targets: targets)
                 return ce.loss + model.weightedAuxiliaryLoss
             }
-            // ε = 1e-3 for the reason given in testBlockGradientDenseAndMoE.
-            let report = GradientCheck.check(parameters: model.namedParameters, input: nil, epsilon: 1e-3, maxElements: 12,
+            // ε = 3e-3 for the reason given in testBlockGradientDenseAndMoE.
+            let report = GradientCheck.check(parameters: model.namedParameters, input: nil, epsilon: 3e-3, maxElements: 12,
                                              loss: { _ in loss() },
                                              backward: { _ in
                 let ce = GPT.crossEntropy(logits: model.forward(tokens: tokens, batch: batch), targets: targets)
