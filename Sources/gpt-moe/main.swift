@@ -97,7 +97,7 @@ guard split.train.count > 0 && split.validation.count > 0 else {
 
 print("Corpus: \(corpusName), \(corpusText.unicodeScalars.count) characters")
 print("Tokenizer: \(options.tokenizer), \(tokenizer.vocabularySize) tokens"
-      + (options.tokenizer == "bpe" ? String(format: " (trained in %.1f s)", tokenizerSeconds) : "")
+      + (options.tokenizer == "bpe" ? String(format: " (trained and applied in %.1f s)", tokenizerSeconds) : "")
       + "; \(trainTokens.count) training tokens, \(validationTokens.count) validation tokens")
 print("Windows of \(options.context) tokens every \(options.stride ?? options.context): "
       + "\(split.train.count) for training, \(split.validation.count) for validation "
