@@ -170,14 +170,14 @@ struct RunReport {
 
         // Loss curves: the training loss (mean over each interval) and the validation loss, per model,
         // against training tokens (so a preset with larger steps lines up with the others).
-        func tokens(_ run: ModelRun, _ step: Int) -> Double { Double(step * run.trainer.tokensPerStep) }
+        func tokens(_ run: ModelRun, _ step: Int) -> Double { Double(step * run.trainer.tokensPerStep) / 1e6 }
         var series: [(name: String, points: [(x: Double, y: Double)])] = []
         for run in runs {
             let h = run.trainer.history
             series.append(("\(run.preset.name) train", h.filter { !$0.trainLoss.isNaN }.map { (tokens(run, $0.step), $0.trainLoss) }))
             series.append(("\(run.preset.name) val", h.map { (tokens(run, $0.step), $0.validationLoss) }))
         }
-        let curves = LineChart(title: "Loss (nats per token)", xLabel: "training tokens", yLabel: "cross-entropy", series: series)
+        let curves = LineChart(title: "Loss (nats per token)", xLabel: "training tokens (millions)", yLabel: "cross-entropy", series: series)
         try AtomicFile.write(Data(curves.svg().utf8), to: directory.appendingPathComponent("loss_curves.svg"))
 
         let moeRuns = runs.filter { !$0.validationRouting.isEmpty }
@@ -200,7 +200,7 @@ struct RunReport {
         }
         let end = runs.map { tokens($0, $0.trainer.step) }.max() ?? 1
         entropy.append(("max ln E", [(0, log(Double(e))), (end, log(Double(e)))]))
-        let entropyChart = LineChart(title: "Router entropy per MoE block (training steps)", xLabel: "training tokens",
+        let entropyChart = LineChart(title: "Router entropy per MoE block (training steps)", xLabel: "training tokens (millions)",
                                      yLabel: "nats per token", series: entropy)
         try AtomicFile.write(Data(entropyChart.svg().utf8), to: directory.appendingPathComponent("router_entropy.svg"))
     }
