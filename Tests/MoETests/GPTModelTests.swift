@@ -76,6 +76,23 @@ final class GPTModelTests: XCTestCase {
         }
     }
 
+    /// With top-1, the router must learn from the task loss, not only from the
+    /// balancing loss: with α = 0 its gradient must still be non-zero. (A
+    /// renormalised top-1 weight is p/p = 1, which would make it exactly zero.)
+    func testTopOneRouterLearnsFromTheTask() {
+        var rng = Xoshiro256(seed: 45)
+        var config = tinyGPTConfig(moeLayers: [1], tie: true, topK: 1)
+        config.auxLossWeight = 0
+        XCTAssertFalse(config.renormalizesGates)
+        XCTAssertTrue(tinyGPTConfig(moeLayers: [1], tie: true, topK: 2).renormalizesGates)
+        let model = GPT(config: config, rng: &rng)
+        let tokens = (0..<10).map { _ in rng.below(11) }, targets = (0..<10).map { _ in rng.below(11) }
+        model.zeroGrad()
+        model.backward(GPT.crossEntropy(logits: model.forward(tokens: tokens, batch: 2), targets: targets).gradient)
+        let router = model.moeLayers[0].moe.gate.router.weight.grad
+        XCTAssertGreaterThan(router.data.map(abs).max()!, 1e-6, "the router got no gradient from the task")
+    }
+
     /// Parameter counts from the formula: embedding V·C + T·C; per block 2·2C (two
     /// LayerNorms) + attention 3C² + 3C + C² + C + an MLP 2·C·H + H + C; final 2C;
     /// an untied head V·C. An MoE block has E MLPs and a router C·E + E, of which

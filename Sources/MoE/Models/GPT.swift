@@ -42,6 +42,13 @@ public struct GPTConfig: Equatable {
 
     public init() {}
 
+    /// Whether an MoE layer renormalises its chosen experts' router probabilities
+    /// to sum to 1 (Mixtral's top-2) or uses them as they are (Switch's top-1).
+    /// Only for k ≥ 2: with k = 1 the renormalised weight is p/p = 1 whatever
+    /// the router says, its gradient is exactly 0, and the router would learn
+    /// from the balancing loss alone, never from the task (Notebooks/part4-gpt.md, §5).
+    public var renormalizesGates: Bool { topK > 1 }
+
     /// "Every other layer", the notes' placement: blocks 1, 3, 5, …
     public static func everyOtherLayer(of layers: Int) -> [Int] { Array(stride(from: 1, to: layers, by: 2)) }
 }
@@ -69,7 +76,8 @@ public final class GPT {
             let ffn: FeedForward
             if config.moeLayers.contains(l) {
                 ffn = MoELayer(modelDim: config.width, hiddenDim: config.hidden, experts: config.experts,
-                               k: config.topK, auxLossWeight: config.auxLossWeight, activation: .gelu, rng: &rng)
+                               k: config.topK, auxLossWeight: config.auxLossWeight, activation: .gelu,
+                               renormalize: config.renormalizesGates, rng: &rng)
             } else {
                 ffn = Expert(modelDim: config.width, hiddenDim: config.hidden, activation: .gelu, rng: &rng)
             }
