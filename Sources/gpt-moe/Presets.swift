@@ -6,7 +6,9 @@
 //
 //   dense           every block has the dense GELU MLP: the baseline to beat.
 //   baseline        the MoE: every other block's MLP becomes 8 GELU experts with
-//                   the MLP's own shape, top-1 routing, Switch balancing loss
+//                   the MLP's own shape, top-1 routing with Switch's gate (the
+//                   expert's output times its router probability, see
+//                   GPTConfig.renormalizesGates), Switch balancing loss
 //                   α = 0.01. A token uses exactly one expert, so active
 //                   parameters equal the dense model's plus the router's
 //                   (the "equal active parameters" comparison).

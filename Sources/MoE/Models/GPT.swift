@@ -154,7 +154,8 @@ public final class GPT {
     /// Continues `prompt` by `count` tokens, sampling each from the model's
     /// distribution over the next token: logits / temperature, restricted to the
     /// `topK` most likely (0: all of them). Only the last `contextLength` tokens
-    /// are fed back in. Temperature 0 takes the most likely token.
+    /// are fed back in. Temperature 0 takes the most likely token. An empty prompt
+    /// starts from token 0.
     /// - Complexity: `count` forward passes of at most T tokens.
     public func generate(prompt: [Int], count: Int, temperature: Float = 1, topK: Int = 0,
                          rng: inout Xoshiro256) -> [Int] {

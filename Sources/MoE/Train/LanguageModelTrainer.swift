@@ -171,7 +171,8 @@ public final class LanguageModelTrainer {
     /// Routing statistics of MoE layers are reset afterwards: evaluation is not training.
     public func evaluate(windows: Int? = nil) -> Double {
         let all = validation.count
-        let n = min(windows ?? config.evalWindows, all) > 0 ? min(windows ?? config.evalWindows, all) : all
+        let requested = windows ?? config.evalWindows
+        let n = requested > 0 ? min(requested, all) : all
         let chosen = (0..<n).map { $0 * all / n }
         var total = 0.0
         var start = 0
