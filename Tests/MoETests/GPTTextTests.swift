@@ -194,6 +194,40 @@ final class GPTTextTests: XCTestCase {
         XCTAssertEqual(TextCorpus.split("ab☃d", validationFraction: 0.5).validation, "☃d", "splits scalars, not bytes")
     }
 
+    /// The download against a local server (TinyHTTPServer, MNISTDownloadTests.swift):
+    /// the real file is written; a short file or an error page is rejected and
+    /// nothing is left behind; an unreachable server gives a one-line message.
+    func testTinyShakespeareDownload() throws {
+        _ = try requireShakespeare()   // skips when the file is absent
+        let real = [UInt8](try Data(contentsOf: Self.shakespeare))
+        let server = try TinyHTTPServer(routes: ["/input.txt": (200, real),
+                                                 "/short.txt": (200, Array("First Citizen:\nBefore we proceed".utf8)),
+                                                 "/gone.txt": (404, Array("<html>Not Found</html>".utf8))])
+        defer { server.stop() }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gpt-download-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let target = folder.appendingPathComponent("tinyshakespeare/input.txt")
+
+        for (path, says) in [("/short.txt", "download rejected: 32 bytes"), ("/gone.txt", "HTTP 404")] {
+            XCTAssertThrowsError(try TinyShakespeare.download(to: target, from: URL(string: server.baseURL + path)!, timeout: 5)) {
+                XCTAssertTrue("\($0)".contains(says), "\($0)")
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: target.path), "\(path) left a file behind")
+        }
+        let closed = try TinyHTTPServer(routes: [:])   // a port that was just listening and is now closed
+        let unreachable = closed.port
+        closed.stop()
+        XCTAssertThrowsError(try TinyShakespeare.download(to: target, from: URL(string: "http://127.0.0.1:\(unreachable)/x")!,
+                                                          timeout: 5)) {
+            XCTAssertTrue("\($0)".contains("download failed") && "\($0)".contains("--text FILE"), "\($0)")
+        }
+
+        try TinyShakespeare.download(to: target, from: URL(string: server.baseURL + "/input.txt")!, timeout: 5)
+        XCTAssertEqual([UInt8](try Data(contentsOf: target)), real)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: target.deletingLastPathComponent().path),
+                       ["input.txt"], "no temporary file is left over")
+    }
+
     func testSyntheticTextIsSeededAndStructured() {
         let a = SyntheticText.generate(characters: 5000, seed: 3)
         XCTAssertEqual(a, SyntheticText.generate(characters: 5000, seed: 3))

@@ -59,17 +59,19 @@ public enum TinyShakespeare {
     public static let byteCount = 1_115_394
 
     /// Downloads the file to `url` (folders created). `progress(received, expected)`
-    /// is called from a background thread as bytes arrive.
+    /// is called from a background thread as bytes arrive. `source` is for tests.
     /// - Throws: `TextError` naming the source and the problem.
-    public static func download(to url: URL, timeout: TimeInterval = 30,
+    public static func download(to url: URL, from source: URL = sourceURL, timeout: TimeInterval = 30,
                                 progress: @escaping (Int, Int?) -> Void = { _, _ in }) throws {
         let bytes: [UInt8]
-        do { bytes = try MNISTDownload.fetch(sourceURL, timeout: timeout, progress: progress) } catch {
-            throw TextError(file: sourceURL.absoluteString,
+        do { bytes = try MNISTDownload.fetch(source, timeout: timeout, progress: progress) } catch {
+            throw TextError(file: source.absoluteString,
                             problem: "download failed (\(error)); fetch it by hand and put it at \(url.path), or pass --text FILE")
         }
+        // The file never changes: anything of another size, or not starting as the play
+        // starts, is an error page or a truncated transfer, and is not written.
         guard bytes.count == byteCount, bytes.starts(with: Array("First Citizen:".utf8)) else {
-            throw TextError(file: sourceURL.absoluteString,
+            throw TextError(file: source.absoluteString,
                             problem: "download rejected: \(bytes.count) bytes, not the \(byteCount) of Tiny Shakespeare")
         }
         do {
