@@ -170,23 +170,12 @@ func train(_ preset: Preset) -> ModelRun {
     if stop == .earlyStopped {
         print("  stopped early: no better validation loss in \(options.patience) evaluations")
     }
+    // The best weights on every validation window: the loss, and what routing did there.
     trainer.restoreBestWeights()
-    let full = trainer.evaluate(windows: 0)
-    // Routing of the best weights on every validation window (evaluate resets the statistics at its end,
-    // so run the windows here through the model and read the statistics before resetting).
     for (_, layer) in model.moeLayers { layer.resetStatistics() }
-    var routing: [LayerRouting] = []
-    if !model.moeLayers.isEmpty {
-        var start = 0
-        while start < split.validation.count {
-            let slice = start..<min(split.validation.count, start + trainer.config.batchSize)
-            let (x, _) = split.validation.batch(slice)
-            _ = model.forward(tokens: x, batch: slice.count)
-            start += trainer.config.batchSize
-        }
-        routing = trainer.currentRouting()
-        for (_, layer) in model.moeLayers { layer.resetStatistics() }
-    }
+    let full = trainer.evaluate(windows: 0, keepingRoutingStatistics: true)
+    let routing = trainer.currentRouting()
+    for (_, layer) in model.moeLayers { layer.resetStatistics() }
     print(String(format: "  best validation loss %.4f at step %d; %.4f on all %d validation windows; %.1f s of training steps\n",
                  trainer.bestValidationLoss, trainer.bestStep, full, split.validation.count, trainer.totalTiming.total))
     do {

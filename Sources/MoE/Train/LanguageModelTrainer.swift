@@ -168,8 +168,10 @@ public final class LanguageModelTrainer {
     }
 
     /// Mean cross-entropy over `windows` validation windows, evenly spaced (0: all).
-    /// Routing statistics of MoE layers are reset afterwards: evaluation is not training.
-    public func evaluate(windows: Int? = nil) -> Double {
+    /// Routing statistics of MoE layers are reset afterwards (evaluation is not
+    /// training) unless `keepingRoutingStatistics`: then they hold the routing
+    /// of exactly these windows, for `currentRouting()`.
+    public func evaluate(windows: Int? = nil, keepingRoutingStatistics: Bool = false) -> Double {
         let all = validation.count
         let requested = windows ?? config.evalWindows
         let n = requested > 0 ? min(requested, all) : all
@@ -183,7 +185,7 @@ public final class LanguageModelTrainer {
             total += model.loss(tokens: x, targets: y, batch: slice.count) * Double(slice.count)
             start += config.batchSize
         }
-        for (_, moe) in model.moeLayers { moe.resetStatistics() }
+        if !keepingRoutingStatistics { for (_, moe) in model.moeLayers { moe.resetStatistics() } }
         return total / Double(n)
     }
 
