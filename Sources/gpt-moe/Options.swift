@@ -57,7 +57,7 @@ struct Options {
     var help = false
 
     static var usage: String {
-        let presets = Preset.all.map { "                       \($0.name.padding(toLength: 15, withPad: " ", startingAt: 0)) \($0.summary)" }
+        let presets = Preset.all.map { "  \($0.name.padding(toLength: 15, withPad: " ", startingAt: 0)) \($0.summary)" }
             .joined(separator: "\n")
         return """
         usage: gpt-moe [train] [options]

@@ -41,7 +41,7 @@ struct Preset {
     static let all: [Preset] = [
         Preset(name: "dense", summary: "dense GELU MLP in every block (no experts)",
                usesMoE: false, topK: 1, auxWeight: 0, batchMultiplier: 1),
-        Preset(name: "baseline", summary: "MoE in every other block: 8 experts, top-1, balancing α 0.01",
+        Preset(name: "baseline", summary: "MoE in every other block: 8 experts, top-1 (Switch gate), balancing α 0.01",
                usesMoE: true, topK: 1, auxWeight: 0.01, batchMultiplier: 1),
         Preset(name: "top2", summary: "baseline with top-2 routing (2× expert compute per token)",
                usesMoE: true, topK: 2, auxWeight: 0.01, batchMultiplier: 1),
