@@ -137,27 +137,31 @@ if json {
                                            options: [.prettyPrinted, .sortedKeys])
     print(String(decoding: data, as: UTF8.self))
 } else {
-    print("matmul GFLOP/s, median (\(allCores) cores available)")
-    let header = ["M×K×N", "", "variant", "tiled 1 thread", "tiled \(allCores) threads", "naive"]
-    var table: [[String]] = [header]
-    for s in shapes {
-        for v in variants {
-            let r = rows.filter { $0.shape.m == s.m && $0.shape.k == s.k && $0.shape.n == s.n && $0.variant == v.name }
-            func g(_ t: String) -> String { r.first { $0.threads == t }.map { String(format: "%.1f", $0.gflops) } ?? "-" }
-            table.append(["\(s.m)×\(s.k)×\(s.n)", s.note, v.name, g("1"), g(String(allCores)), g("naive")])
+    if only != "step" {
+        print("matmul GFLOP/s, median (\(allCores) cores available)")
+        let header = ["M×K×N", "", "variant", "tiled 1 thread", "tiled \(allCores) threads", "naive"]
+        var table: [[String]] = [header]
+        for s in shapes {
+            for v in variants {
+                let r = rows.filter { $0.shape.m == s.m && $0.shape.k == s.k && $0.shape.n == s.n && $0.variant == v.name }
+                func g(_ t: String) -> String { r.first { $0.threads == t }.map { String(format: "%.1f", $0.gflops) } ?? "-" }
+                table.append(["\(s.m)×\(s.k)×\(s.n)", s.note, v.name, g("1"), g(String(allCores)), g("naive")])
+            }
+        }
+        let widths = (0..<header.count).map { c in table.map { $0[c].count }.max()! }
+        for (i, line) in table.enumerated() {
+            print(line.enumerated().map { c, cell in
+                c < 3 ? cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
+                      : String(repeating: " ", count: widths[c] - cell.count) + cell
+            }.joined(separator: "  "))
+            if i == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
         }
     }
-    let widths = (0..<header.count).map { c in table.map { $0[c].count }.max()! }
-    for (i, line) in table.enumerated() {
-        print(line.enumerated().map { c, cell in
-            c < 3 ? cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
-                  : String(repeating: " ", count: widths[c] - cell.count) + cell
-        }.joined(separator: "  "))
-        if i == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
-    }
-    print("\ntraining step, batch 64 (forward + backward + Adam), median")
-    for r in stepRows {
-        print(String(format: "  %-5@  %d thread(s)  %7.3f ms/step  → %5.2f s for 30 epochs of 5,000 images",
-                     r.model, r.threads, r.ms, r.ms * stepsPerRun / 1000))
+    if only != "matmul" {
+        print("\ntraining step, batch 64 (forward + backward + Adam), median")
+        for r in stepRows {
+            print(String(format: "  %-5@  %d thread(s)  %7.3f ms/step  → %5.2f s for 30 epochs of 5,000 images",
+                         r.model, r.threads, r.ms, r.ms * stepsPerRun / 1000))
+        }
     }
 }
