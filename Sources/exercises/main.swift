@@ -1,1 +1,4 @@
-print("x")
+import Foundation
+import ExerciseGrader
+import ExerciseSolutions
+for n in 1...6 { print(Grader.grade(n, ReferenceSubmission())) }
