@@ -79,9 +79,18 @@ extension Grader {
             let r = noisy.route(logits: zEval, context: evaluation)
             if let problem = routingProblem(r, tokens: n, experts: e, slots: k) { return problem }
             let want = TopKGating.select(probabilities: softmaxRows(zEval), k: k, renormalize: true)
-            if chosenSets(r) != chosenSets(want) || largestDifference(r.probabilities, want.probabilities).difference > 1e-5 {
-                return "with context.training == false the router must not add noise (not even fixedNoise): " +
-                    "the routing should be top-\(k) of softmax(logits), like TopKGating"
+            let (i, d) = largestDifference(r.probabilities, want.probabilities)
+            if d > 1e-5 {
+                var noisyEval = zEval
+                for j in 0..<noisyEval.count { noisyEval.data[j] += epsilon.data[j] * softplusReference(raw.data[j]) }
+                let noiseAdded = largestDifference(r.probabilities, softmaxRows(noisyEval)).difference < 1e-5
+                return "Routing.probabilities\(cell(i, cols: e)) is \(fmt(r.probabilities.data[i])), expected " +
+                    "softmax(logits) = \(fmt(want.probabilities.data[i]))" +
+                    (noiseAdded ? " — you added noise in evaluation; with context.training == false ε is 0, " +
+                        "even when fixedNoise is set" : "")
+            }
+            if chosenSets(r) != chosenSets(want) {
+                return "the chosen experts are not the top-\(k) of softmax(logits) (TopKGating.select picks them)"
             }
             if largestDifference(r.weights, want.weights).difference > 1e-5 {
                 let (i, _) = largestDifference(r.weights, want.weights)

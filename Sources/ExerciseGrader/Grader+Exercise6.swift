@@ -87,7 +87,7 @@ extension Grader {
                     "gives \(fmt(p.data[i])); the probabilities are still a softmax over each token's experts"
             }
             return nil
-        }) else { return list.skip(Array(later[1...]), because: "the routing is malformed") }
+        }) else { return list.skip(Array(later[1...]), because: "what the experts chose is judged once the routing above is right") }
 
         list.check(later[1]) {
             let cases: [(n: Int, e: Int, factor: Double)] = [(12, 4, 1), (12, 4, 2), (1, 4, 2), (3, 8, 1), (5, 2, 4)]

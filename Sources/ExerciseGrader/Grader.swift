@@ -90,6 +90,13 @@ final class Checklist {
         return problem == nil
     }
 
+    /// A position in the list, for `allPassed(since:)`.
+    var mark: Int { outcomes.count }
+
+    /// Did every check after `mark` pass? (Later checks that only mean
+    /// something once these pass are skipped otherwise.)
+    func allPassed(since mark: Int) -> Bool { outcomes[mark...].allSatisfy { $0.status == .passed } }
+
     /// Records checks that did not run, and why.
     func skip(_ titles: [String], because reason: String) {
         for (i, title) in titles.enumerated() {
