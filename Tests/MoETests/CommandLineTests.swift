@@ -138,7 +138,12 @@ final class CommandLineTests: XCTestCase {
 
         let documented = ["--train-size", "--epochs", "--batch-size", "--lr", "--aux-weight", "--experts", "--top-k",
                           "--hidden", "--expert-hidden", "--model", "--seed", "--threads", "--data-dir", "--no-download",
-                          "--out", "--init", "--resume", "--no-shuffle", "-h", "--help"]
+                          "--out", "--init", "--resume", "--no-shuffle", "-h", "--help",
+                          // routing and balancing
+                          "--router", "--order", "--no-renormalize", "--temperature", "--temperature-end",
+                          "--temperature-schedule", "--expert-dropout", "--capacity", "--overflow", "--shared-experts",
+                          "--balance", "--z-weight", "--bias-rate", "--groups", "--top-groups", "--routed-scaling",
+                          "--expert-choice-factor"]
         let parsed = try flagsInParser()
         XCTAssertEqual(parsed, Set(documented), "the parser's flags and this list drifted apart")
         // Each flag as a word of its own (so "--epochs" is not found inside "--epochs-x").
