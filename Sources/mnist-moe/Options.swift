@@ -113,15 +113,12 @@ struct Options {
             }
             return v
         }
-        if args.first == "ablate" {
-            o.command = "ablate"
-            i = 1
-        }
         var temperatureEnd: Float? = nil
         var temperatureShape = TemperatureSchedule.Shape.linear
         while i < args.count {
             let flag = args[i]
             switch flag {
+            case "ablate": o.command = "ablate"   // the subcommand, usually first
             case "--router":
                 o.routing.router = try value(flag)
                 guard RoutingSetup.routers.contains(o.routing.router) else {

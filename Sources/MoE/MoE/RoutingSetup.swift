@@ -64,22 +64,23 @@ public struct RoutingSetup: Equatable {
         return parts.joined(separator: ", ")
     }
 
-    /// Checks the settings against the layer's expert count; the message names the setting.
+    /// Checks the settings against the layer's expert count; the message names
+    /// the setting by its command-line flag, which is how users meet it.
     public func validate(experts: Int) throws {
         func bad(_ message: String) -> RoutingSetupError { RoutingSetupError(message: message) }
         guard RoutingSetup.routers.contains(router) else {
-            throw bad("router must be one of \(RoutingSetup.routers.joined(separator: ", ")), got '\(router)'")
+            throw bad("--router must be one of \(RoutingSetup.routers.joined(separator: ", ")), got '\(router)'")
         }
         for m in balancing where !RoutingSetup.balancingMethods.contains(m) {
-            throw bad("balancing method must be one of \(RoutingSetup.balancingMethods.joined(separator: ", ")), got '\(m)'")
+            throw bad("--balance: each method must be one of \(RoutingSetup.balancingMethods.joined(separator: ", ")), got '\(m)'")
         }
-        guard k >= 1 && k <= experts else { throw bad("top-k \(k) must be between 1 and the \(experts) experts") }
+        guard k >= 1 && k <= experts else { throw bad("--top-k \(k) must be between 1 and the \(experts) experts") }
         if router == "deepseek" {
             guard groups >= 1 && experts % groups == 0 else {
-                throw bad("groups \(groups) must divide the \(experts) experts")
+                throw bad("--groups \(groups) must divide the \(experts) experts")
             }
             guard topGroups >= 1 && topGroups <= groups && topGroups * (experts / groups) >= k else {
-                throw bad("top-groups \(topGroups) must be in 1...\(groups) and keep at least k = \(k) experts")
+                throw bad("--top-groups \(topGroups) must be in 1...\(groups) and keep at least k = \(k) experts")
             }
         }
     }
