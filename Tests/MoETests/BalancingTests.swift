@@ -232,23 +232,33 @@ final class BalancingTests: XCTestCase {
     /// The whole layer with several balancing methods at once: L = Σ y ⊙ r + Σ α_b·value_b,
     /// through experts, combine weights, router and gate, the choice held fixed.
     func testBalancingGradientsInsideAnMoELayer() {
-        let lists: [(String, () -> [LoadBalancing])] = [
-            ("switch + z", { [SwitchBalancing(weight: 0.3), RouterZLoss(weight: 0.2)] }),
-            ("cv2 weights", { [ImportanceLoadBalancing(weight: 0.5, importance: .gateWeights)] }),
+        // The last case adds a capacity that drops some slots: a dropped slot's
+        // weight still counts in the importance, so its gradient still flows.
+        let lists: [(String, () -> [LoadBalancing], Capacity?)] = [
+            ("switch + z", { [SwitchBalancing(weight: 0.3), RouterZLoss(weight: 0.2)] }, nil),
+            ("cv2 weights", { [ImportanceLoadBalancing(weight: 0.5, importance: .gateWeights)] }, nil),
             ("cv2 probabilities + z", { [ImportanceLoadBalancing(weight: 0.5, importance: .probabilities),
-                                        RouterZLoss(weight: 0.1)] }),
+                                        RouterZLoss(weight: 0.1)] }, nil),
+            ("cv2 weights, capacity 0.5", { [ImportanceLoadBalancing(weight: 0.5, importance: .gateWeights)] },
+             Capacity(factor: 0.5)),
         ]
-        for (label, make) in lists {
+        for (label, make, capacity) in lists {
             var rng = Xoshiro256(seed: 63)
             let layer = MoELayer(modelDim: 6, hiddenDim: 5, experts: 4, router: TopKGating(experts: 4, k: 2),
-                                 balancing: make(), rng: &rng)
+                                 balancing: make(), capacity: capacity, rng: &rng)
             let x = awayFromZero([9, 6], rng: &rng)
             let r = Tensor.uniform([9, 6], low: -1, high: 1, rng: &rng)
             _ = layer.forward(x)
-            let choice = chosenSets(layer.lastRouting!)
+            // Each token's dispatched experts, as sets (slot order may swap on a near-tie).
+            func dispatched(_ r: Routing) -> [Set<Int>] {
+                (0..<r.tokenCount).map { t in Set((0..<r.k).compactMap { r.dispatchedExpert(token: t, slot: $0) }) }
+            }
+            let choice = chosenSets(layer.lastRouting!), dispatchedSets = dispatched(layer.lastRouting!)
+            if capacity != nil { XCTAssertGreaterThan(layer.lastRouting!.droppedCount, 0, "\(label): nothing dropped") }
             let report = GradientCheck.check(parameters: layer.namedParameters, input: x, maxElements: 40, loss: { x in
                 let y = layer.forward(x!)
                 XCTAssertEqual(chosenSets(layer.lastRouting!), choice, "\(label): a perturbation changed the routing")
+                XCTAssertEqual(dispatched(layer.lastRouting!), dispatchedSets, "\(label): a perturbation changed the drops")
                 return GradientCheck.dot(y, r) + layer.weightedAuxLoss
             }, backward: { x in
                 _ = layer.forward(x!)
