@@ -78,11 +78,16 @@ public struct BalancingTerm {
     public var probabilityGradient: Tensor?
     /// ∂value/∂logits [N, E], or nil (the z-loss acts on the logits).
     public var logitGradient: Tensor?
+    /// ∂value/∂weights [N, K], or nil (the CV² importance loss acts on the
+    /// combine weights); added to the task's dL/dw before the router's backward.
+    public var weightGradient: Tensor?
 
-    public init(value: Double, probabilityGradient: Tensor? = nil, logitGradient: Tensor? = nil) {
+    public init(value: Double, probabilityGradient: Tensor? = nil, logitGradient: Tensor? = nil,
+                weightGradient: Tensor? = nil) {
         self.value = value
         self.probabilityGradient = probabilityGradient
         self.logitGradient = logitGradient
+        self.weightGradient = weightGradient
     }
 }
 

@@ -251,10 +251,11 @@ public final class MoELayer: Layer {
             }
         }
 
-        // The router: from dw, plus Σ α·∂aux/∂p; then Σ α·∂aux/∂logits; then the gate.
+        // The router: from dw + Σ α·∂aux/∂w, plus Σ α·∂aux/∂p; then Σ α·∂aux/∂logits; then the gate.
         var dp: Tensor? = nil
         var dLogitsExtra: Tensor? = nil
         for (b, term) in zip(balancing, lastTerms) where b.weight != 0 {
+            if let g = term.weightGradient { dw += g * b.weight }   // [N, K], e.g. CV² importance
             if let g = term.probabilityGradient {
                 if dp == nil { dp = Tensor.zeros(g.shape) }
                 dp! += g * b.weight
