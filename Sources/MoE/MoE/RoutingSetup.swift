@@ -115,6 +115,9 @@ public struct RoutingSetup: Equatable {
         balancing.compactMap { m -> LoadBalancing? in
             switch m {
             case "switch": return SwitchBalancing(weight: auxWeight)
+            case "cv2": return ImportanceLoadBalancing(weight: auxWeight)
+            case "z": return RouterZLoss(weight: zWeight)
+            case "bias": return AuxLossFreeBalancing(updateRate: biasRate, experts: experts)
             default: return nil
             }
         }
