@@ -97,7 +97,10 @@ struct RunReport {
             // What the balancing number means for this E and k: its value at
             // perfect balance and at total collapse.
             if let layer = (moe?.model as? MoEClassifier)?.moe {
-                if let first = layer.balancing.first {
+                if let bias = layer.balancing.first as? AuxLossFreeBalancing {
+                    text += "Auxiliary-loss-free bias (not a loss) after \(bias.updates) updates: ["
+                        + bias.bias.map { String(format: "%+.3f", $0) }.joined(separator: " ") + "]\n"
+                } else if let first = layer.balancing.first {
                     var line = String(format: "Load-balancing loss (%@) %.3f in the last epoch", first.name, m(moe!))
                     if let ref = first.referenceValues(experts: options.experts, k: options.topK) {
                         line += String(format: " (perfect balance %g, total collapse %g)", ref.balanced, ref.collapsed)
