@@ -126,8 +126,7 @@ public final class DeepSeekV3Router: Router {
                 w.data[t * k + slot] = s.data[t * e + best]
                 sum += s.data[t * e + best]
             }
-            let scale = sum > 0 ? routedScaling / sum : 0
-            for slot in 0..<k { w.data[t * k + slot] *= scale }
+            for slot in 0..<k { w.data[t * k + slot] = sum > 0 ? routedScaling * w.data[t * k + slot] / sum : 0 }
         }
         scores = s
         let r = Routing(k: k, probabilities: q, experts: experts, weights: w)
