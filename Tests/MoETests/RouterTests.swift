@@ -116,8 +116,14 @@ final class RouterTests: XCTestCase {
 
     func testNoisyTopKGatingGradientIncludingTheNoiseNetworkAndX() {
         let router = NoisyTopKGating(experts: 5, k: 2, modelDim: 6, seed: 3)
-        // Zero at init (the paper's choice); random here so every term of the backward is exercised.
+        // Zero at init (the paper's choice): σ = softplus(0) = ln 2 for every token and expert.
+        XCTAssertEqual(router.noise.weight.value.data.map(abs).max(), 0)
+        XCTAssertEqual(router.noise.bias.value.data.map(abs).max(), 0)
         var rng = Xoshiro256(seed: 32)
+        _ = router.route(logits: .zeros([3, 5]), context: RoutingContext(input: .uniform([3, 6], low: -1, high: 1, rng: &rng)))
+        for sigma in router.lastNoiseScale!.data { XCTAssertEqual(sigma, Float(log(2.0)), accuracy: 1e-7) }
+        // Random here, so every term of the backward is exercised.
+        rng = Xoshiro256(seed: 32)
         router.noise.weight.value = .uniform([5, 6], low: -0.5, high: 0.5, rng: &rng)
         router.noise.bias.value = .uniform([5], low: -0.5, high: 0.5, rng: &rng)
         let saved = router.generator
