@@ -78,7 +78,7 @@ public final class DeepSeekV3Router: Router {
         self.routedScaling = routedScaling
     }
 
-    public var name: String { "deepseek-v3" }
+    public var name: String { "deepseek" }     // as RoutingSetup and mnist-moe --router call it
     public var slots: Int { k }
 
     public func route(logits: Tensor, context: RoutingContext) -> Routing {

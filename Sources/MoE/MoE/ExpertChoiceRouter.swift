@@ -62,7 +62,7 @@ public final class ExpertChoiceRouter: Router {
         self.capacityFactor = capacityFactor
     }
 
-    public var name: String { "expert-choice" }
+    public var name: String { "expert-choice" }   // as RoutingSetup and mnist-moe --router call it
     public var slots: Int { expertCount }
     public var activeExperts: Double { Double(k) * capacityFactor }
 

@@ -83,7 +83,7 @@ public final class NoisyTopKGating: Router {
         generator = Xoshiro256(seed: seed ^ 0x0015_E7D0_6A7E)
     }
 
-    public var name: String { "noisy-topk" }
+    public var name: String { "noisy" }        // as RoutingSetup and mnist-moe --router call it
     public var slots: Int { k }
     public var namedParameters: [(name: String, parameter: Parameter)] { prefixed("noise", noise.namedParameters) }
 
