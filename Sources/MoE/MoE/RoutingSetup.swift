@@ -106,8 +106,15 @@ public struct RoutingSetup: Equatable {
         case "switch":
             return TopKGating(experts: experts, k: 1, renormalize: false, temperature: temperature,
                               expertDropout: expertDropout, seed: seed)
+        case "noisy":
+            return NoisyTopKGating(experts: experts, k: k, modelDim: modelDim, seed: seed)
+        case "expert-choice":
+            return ExpertChoiceRouter(experts: experts, k: k, capacityFactor: expertChoiceFactor)
+        case "deepseek":
+            return DeepSeekV3Router(experts: experts, k: k, groups: groups, topGroups: topGroups,
+                                    routedScaling: routedScaling)
         default:
-            preconditionFailure("RoutingSetup: router '\(router)' is not available in this build")
+            preconditionFailure("RoutingSetup: unknown router '\(router)'")
         }
     }
 
