@@ -356,6 +356,36 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(model["params_active"] as? Int, 337_426)
     }
 
+    /// `ablate` trains every preset once and writes one entry per configuration.
+    func testAblateRunsEveryPresetAndWritesTheTable() throws {
+        let data = try requireMNIST()
+        let out = try temporaryDirectory("ablate")
+        let outcome = try run(["ablate", "--data-dir", data.path, "--no-download", "--train-size", "128",
+                               "--epochs", "1", "--out", out.path], timeout: 600)
+        XCTAssertEqual(outcome.status, 0, outcome.summary)
+        guard outcome.status == 0 else { return }
+        XCTAssertTrue(outcome.stdout.contains("Routing ablation"), outcome.stdout)
+        let summary = try readJSON(out.appendingPathComponent("summary.json"))
+        let configurations = try XCTUnwrap(summary["configurations"] as? [[String: Any]], "configurations")
+        XCTAssertGreaterThanOrEqual(configurations.count, 15)
+        let routers = Set(configurations.compactMap { ($0["routing"] as? [String: Any])?["router"] as? String })
+        XCTAssertEqual(routers, Set(RoutingSetup.routers), "every router appears in the preset list")
+        for c in configurations {
+            let name = c["name"] as? String ?? "?"
+            XCTAssertTrue(outcome.stdout.contains(name), "\(name) has a row")
+            assertDistribution(c["expert_usage"], count: 8, "\(name): expert_usage")
+            let dropped = try XCTUnwrap(c["dropped_share"] as? Double, name)
+            let hasCapacity = (c["routing"] as? [String: Any])?["capacity_factor"] != nil
+            XCTAssertTrue(hasCapacity || dropped == 0, "\(name): only a capacity drops slots")
+            let entropy = try XCTUnwrap(c["router_entropy"] as? Double, name)
+            XCTAssertTrue(entropy >= 0 && entropy <= log(8) + 1e-9, "\(name): entropy \(entropy)")
+            let top2 = try XCTUnwrap(c["top2_share"] as? Double, name)
+            XCTAssertTrue(top2 >= 0.25 - 1e-9 && top2 <= 1 + 1e-9, "\(name): two experts hold at least 2/8")
+        }
+        let svg = try readSVG(out.appendingPathComponent("ablation.svg"))
+        XCTAssertGreaterThanOrEqual(svg.counts["rect", default: 0], configurations.count, "a bar per configuration")
+    }
+
     func testATinyRealRunWritesEverythingAndResumes() throws {
         let data = try requireMNIST()
         let work = try temporaryDirectory("run")
