@@ -7,7 +7,7 @@
 // same data in the same order; only the routing or balancing differs. One row
 // per configuration: test accuracy, training seconds, the load-balancing
 // numbers measured on the test set, and the share of slots capacity dropped.
-// Notebooks/part3-mnist.md, §4 reads the no-balancing case.
+// Notebooks/part3-mnist.md, §6 reads a run.
 import Foundation
 import MoE
 
