@@ -199,6 +199,9 @@ struct Options {
             throw UsageError("--top-k \(o.topK) is more than --experts \(o.experts)")
         }
         do { try o.routing.validate(experts: o.experts) } catch { throw UsageError("\(error)") }
+        if o.resume != nil && (o.routing.router == "noisy" || o.routing.expertDropout > 0) {
+            throw UsageError("--resume cannot continue --router noisy or --expert-dropout exactly: their random draws are not saved in checkpoints")
+        }
         if o.command == "ablate" && (o.resume != nil || o.initFrom != nil) {
             throw UsageError("ablate trains every configuration from scratch: --init and --resume do not apply")
         }

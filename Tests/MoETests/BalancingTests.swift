@@ -392,3 +392,41 @@ final class BalancingTests: XCTestCase {
         XCTAssertEqual(layer.weightedAuxLoss, Double(Float(0.1)) * layer.balancingValues[0], accuracy: 1e-12)
     }
 }
+
+/// The aux-free bias is routing state, not a weight: it must survive a checkpoint.
+final class BalancingCheckpointTests: XCTestCase {
+    func testAuxLossFreeBiasTravelsWithTheWeights() throws {
+        var setup = RoutingSetup()
+        setup.balancing = ["bias"]
+        setup.biasRate = 0.01
+        func model(seed: UInt64) -> MoEClassifier {
+            var rng = Xoshiro256(seed: seed)
+            return MoEClassifier(inputSize: 12, hidden: 8, classes: 3, rng: &rng) { rng in
+                setup.makeLayer(modelDim: 8, hiddenDim: 6, experts: 4, seed: seed, rng: &rng)
+            }
+        }
+        let trained = model(seed: 1)
+        var rng = Xoshiro256(seed: 2)
+        for _ in 0..<5 {
+            _ = trained.forward(Tensor.uniform([16, 12], low: 0, high: 1, rng: &rng))
+            trained.afterStep()
+        }
+        let saved = try XCTUnwrap(trained.namedBuffers.first)
+        XCTAssertEqual(saved.name, "moe.balancing.0.bias")
+        XCTAssertNotEqual(saved.value.data, [0, 0, 0, 0], "five updates moved the bias")
+
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("bias-\(UUID().uuidString).safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try Checkpoint.saveWeights(trained, to: url)
+        let restored = model(seed: 3)
+        XCTAssertEqual(restored.namedBuffers.first?.value.data, [0, 0, 0, 0])
+        try Checkpoint.loadWeights(into: restored, from: url)
+        XCTAssertEqual(restored.namedBuffers.first?.value.data, saved.value.data)
+        // Same weights and bias: the same routing.
+        let x = Tensor.uniform([10, 12], low: 0, high: 1, rng: &rng)
+        restored.setMode(training: false, progress: 1)
+        trained.setMode(training: false, progress: 1)
+        XCTAssertEqual(restored.forward(x), trained.forward(x))
+        XCTAssertEqual(restored.moe.lastRouting?.experts, trained.moe.lastRouting?.experts)
+    }
+}

@@ -107,6 +107,16 @@ public final class AuxLossFreeBalancing: LoadBalancing {
     public func referenceValues(experts: Int, k: Int) -> (balanced: Double, collapsed: Double)? { nil }
 
     /// Back to zeros (all experts equal), e.g. before a new run.
+    /// The bias, for checkpoints (a buffer in PyTorch's words: state, not a weight).   [E]
+    public var savedState: Tensor? { bias.isEmpty ? nil : Tensor(shape: [bias.count], data: bias) }
+
+    public func restore(state: Tensor) throws {
+        guard state.rank == 1, bias.isEmpty || state.count == bias.count else {
+            throw RoutingSetupError(message: "the saved aux-loss-free bias has shape \(state.shape), expected [\(bias.count)]")
+        }
+        bias = state.data
+    }
+
     public func reset() {
         for i in bias.indices { bias[i] = 0 }
         lastLoad = []

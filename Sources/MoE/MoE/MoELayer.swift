@@ -291,6 +291,17 @@ public final class MoELayer: Layer {
 
     public func resetStatistics() { statistics = RoutingStatistics(experts: experts.count) }
 
+    /// Routing state that is not a weight (the aux-free bias), by checkpoint name:
+    /// "balancing.<i>.<method>".
+    public var namedBuffers: [(name: String, value: Tensor)] {
+        balancing.enumerated().compactMap { i, b in b.savedState.map { ("balancing.\(i).\(b.name)", $0) } }
+    }
+
+    /// Restores a buffer saved under `name` (as `namedBuffers` names it).
+    public func restoreBuffer(named name: String, value: Tensor) throws {
+        for (i, b) in balancing.enumerated() where name == "balancing.\(i).\(b.name)" { try b.restore(state: value) }
+    }
+
     /// Parameters a single token uses: the gate, the router's own, its
     /// average number of routed experts, and every shared expert.
     public var activeParameterCount: Int {
