@@ -91,9 +91,9 @@ struct RunReport {
             for e in u.indices { usage.addRow(["\(e)", Self.pct(u[e]), String(format: "%.3f", p[e])]) }
             section("Expert usage (test set; uniform = \(Self.pct(1 / Double(u.count))))", usage)
             let lnE = log(Double(options.experts))
-            text += String(format: "Router entropy %.3f nats per token (max ln %d = %.3f); load entropy %.3f; load CV %.3f\n",
-                           r.statistics.routerEntropy, options.experts, lnE, r.statistics.loadEntropy,
-                           r.statistics.loadCoefficientOfVariation)
+            text += String(format: "Router entropy %.3f nats per token (max ln %d = %.3f; normalised %.2f); load entropy %.3f; load CV %.3f\n",
+                           r.statistics.routerEntropy, options.experts, lnE, lnE > 0 ? r.statistics.routerEntropy / lnE : 0,
+                           r.statistics.loadEntropy, r.statistics.loadCoefficientOfVariation)
             // What the balancing number means for this E and k: its value at
             // perfect balance and at total collapse.
             if let layer = (moe?.model as? MoEClassifier)?.moe {
