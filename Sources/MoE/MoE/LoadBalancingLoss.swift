@@ -78,11 +78,16 @@ public struct BalancingTerm {
     public var probabilityGradient: Tensor?
     /// ∂value/∂logits [N, E], or nil (the z-loss acts on the logits).
     public var logitGradient: Tensor?
+    /// ∂value/∂weights [N, K], or nil (the CV² importance loss acts on the
+    /// combine weights); added to the task's dL/dw before the router's backward.
+    public var weightGradient: Tensor?
 
-    public init(value: Double, probabilityGradient: Tensor? = nil, logitGradient: Tensor? = nil) {
+    public init(value: Double, probabilityGradient: Tensor? = nil, logitGradient: Tensor? = nil,
+                weightGradient: Tensor? = nil) {
         self.value = value
         self.probabilityGradient = probabilityGradient
         self.logitGradient = logitGradient
+        self.weightGradient = weightGradient
     }
 }
 
@@ -101,11 +106,18 @@ public protocol LoadBalancing: AnyObject {
     /// What the value means for E experts and k slots: at perfect balance and
     /// at total collapse (every token on the same k experts), for reading a number.
     func referenceValues(experts: Int, k: Int) -> (balanced: Double, collapsed: Double)?
+    /// State that is not a parameter but shapes the routing (the aux-free
+    /// bias), saved in checkpoints beside the weights; nil for pure losses.
+    var savedState: Tensor? { get }
+    /// Puts back what `savedState` returned; the error says what does not fit.
+    func restore(state: Tensor) throws
 }
 
 extension LoadBalancing {
     public var selectionBias: [Float]? { nil }
     public func update(after routing: Routing) {}
+    public var savedState: Tensor? { nil }
+    public func restore(state: Tensor) throws {}
 }
 
 /// The Switch loss as a `LoadBalancing` method: E · Σ fᵢ Pᵢ, weight α.

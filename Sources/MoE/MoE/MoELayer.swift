@@ -251,10 +251,11 @@ public final class MoELayer: Layer {
             }
         }
 
-        // The router: from dw, plus Σ α·∂aux/∂p; then Σ α·∂aux/∂logits; then the gate.
+        // The router: from dw + Σ α·∂aux/∂w, plus Σ α·∂aux/∂p; then Σ α·∂aux/∂logits; then the gate.
         var dp: Tensor? = nil
         var dLogitsExtra: Tensor? = nil
         for (b, term) in zip(balancing, lastTerms) where b.weight != 0 {
+            if let g = term.weightGradient { dw += g * b.weight }   // [N, K], e.g. CV² importance
             if let g = term.probabilityGradient {
                 if dp == nil { dp = Tensor.zeros(g.shape) }
                 dp! += g * b.weight
@@ -289,6 +290,17 @@ public final class MoELayer: Layer {
     }
 
     public func resetStatistics() { statistics = RoutingStatistics(experts: experts.count) }
+
+    /// Routing state that is not a weight (the aux-free bias), by checkpoint name:
+    /// "balancing.<i>.<method>".
+    public var namedBuffers: [(name: String, value: Tensor)] {
+        balancing.enumerated().compactMap { i, b in b.savedState.map { ("balancing.\(i).\(b.name)", $0) } }
+    }
+
+    /// Restores a buffer saved under `name` (as `namedBuffers` names it).
+    public func restoreBuffer(named name: String, value: Tensor) throws {
+        for (i, b) in balancing.enumerated() where name == "balancing.\(i).\(b.name)" { try b.restore(state: value) }
+    }
 
     /// Parameters a single token uses: the gate, the router's own, its
     /// average number of routed experts, and every shared expert.

@@ -36,11 +36,16 @@ public protocol Classifier: AnyObject {
     func setMode(training: Bool, progress: Double)
     /// After each optimiser step (the auxiliary-loss-free bias updates here).
     func afterStep()
+    /// State saved beside the weights that is not trained by the optimiser.
+    var namedBuffers: [(name: String, value: Tensor)] { get }
+    func restoreBuffer(named name: String, value: Tensor) throws
 }
 
 extension Classifier {
     public func setMode(training: Bool, progress: Double) {}
     public func afterStep() {}
+    public var namedBuffers: [(name: String, value: Tensor)] { [] }
+    public func restoreBuffer(named name: String, value: Tensor) throws {}
     public var parameters: [Parameter] { namedParameters.map(\.parameter) }
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
     public func zeroGrad() { for p in parameters { p.zeroGrad() } }
@@ -79,6 +84,14 @@ public final class MoEClassifier: Classifier {
     }
 
     public func afterStep() { moe.afterStep() }
+
+    public var namedBuffers: [(name: String, value: Tensor)] {
+        moe.namedBuffers.map { ("moe." + $0.name, $0.value) }
+    }
+
+    public func restoreBuffer(named name: String, value: Tensor) throws {
+        if name.hasPrefix("moe.") { try moe.restoreBuffer(named: String(name.dropFirst(4)), value: value) }
+    }
 
     public func forward(_ x: Tensor) -> Tensor {
         var h = input.forward(x)   // [N, D]
