@@ -5,8 +5,9 @@
 //      "noise.bias" [E] in namedParameters;
 //   2. in evaluation (context.training false) there is no noise: the routing
 //      is plain top-k of softmax(logits), renormalised (TopKGating.select);
-//   3. in training with ε held fixed, p = softmax(h) with
-//      h = z + ε ⊙ softplus(x·W_noiseᵀ + b_noise), top-k of p, renormalised;
+//   3. in training with ε held fixed: the top-k of h = z + ε ⊙ softplus(x·W_noiseᵀ
+//      + b_noise), weights the softmax of h over the chosen, and the clean
+//      probabilities p = softmax(z) for statistics and balancing losses;
 //   4. without fixed noise, each call draws fresh noise;
 //   5. dL/dlogits against finite differences, ε fixed;
 //   6. the noise network's gradients and dL/dx against GradientCheck, ε fixed;
@@ -38,7 +39,7 @@ extension Grader {
         let n = 7, d = 6, e = 5, k = 2
         let router = s.makeNoisyTopKRouter(modelDim: d, experts: e, k: k, seed: 1)
         let later = ["evaluation: no noise, plain top-k of softmax(logits)",
-                     "training, ε fixed: p = softmax(z + ε ⊙ softplus(x·W_noiseᵀ + b_noise)), top-k, renormalised",
+                     "training, ε fixed: top-k of h = z + ε ⊙ softplus(x·W_noiseᵀ + b_noise), w = softmax of the chosen h, p = softmax(z)",
                      "training without fixed noise: fresh ε on every call",
                      "backward: dL/dlogits with ε fixed",
                      "backward: the noise network's gradients and dL/dx",
@@ -69,80 +70,87 @@ extension Grader {
         let hTarget = separatedLogits(tokens: n, experts: e, rng: &rng)
         var z = hTarget
         for i in 0..<z.count { z.data[i] -= epsilon.data[i] * softplusReference(raw.data[i]) }
+        var h = z                                                            // the noisy scores [N, E]
+        for i in 0..<h.count { h.data[i] += epsilon.data[i] * softplusReference(raw.data[i]) }
         let train = RoutingContext(training: true, input: x)
         let evaluation = RoutingContext(training: false, input: x)
 
         let noisy = router
+        /// The routing of noisy top-k for scores `h`: top-k of h, weights the
+        /// renormalised softmax(h), probabilities the clean softmax(clean).
+        func expected(scores h: Tensor, clean: Tensor) -> Routing {
+            let r = TopKGating.select(probabilities: softmaxRows(h), k: k, renormalize: true)
+            return Routing(k: k, probabilities: softmaxRows(clean), experts: r.experts, weights: r.weights)
+        }
+        /// What is wrong with `r` against `want`, naming the first difference.
+        func difference(_ r: Routing, _ want: Routing, noiseHints: (Routing) -> String?) -> String? {
+            if let problem = routingProblem(r, tokens: n, experts: e, slots: k) { return problem }
+            let (i, d) = largestDifference(r.probabilities, want.probabilities)
+            if d > 1e-5 {
+                var text = "Routing.probabilities\(cell(i, cols: e)) is \(fmt(r.probabilities.data[i])), expected " +
+                    "softmax(logits) = \(fmt(want.probabilities.data[i]))"
+                if largestDifference(r.probabilities, softmaxRows(h)).difference < 1e-5 {
+                    text += " — those are softmax(h): keep the probabilities that statistics and balancing losses " +
+                        "read clean, p = softmax(logits), the same in training and evaluation (exercises.md, §5)"
+                }
+                return text
+            }
+            if chosenSets(r) != chosenSets(want) || largestDifference(r.weights, want.weights).difference > 1e-5 {
+                let (j, _) = largestDifference(r.weights, want.weights)
+                let what = chosenSets(r) != chosenSets(want)
+                    ? "the chosen experts are not the top-\(k) of the scores"
+                    : "weight\(cell(j, cols: k)) is \(fmt(r.weights.data[j])), expected \(fmt(want.weights.data[j]))"
+                return what + (noiseHints(r).map { " — " + $0 } ?? "")
+            }
+            return nil
+        }
+        /// Does `r` choose and weigh as noisy top-k would with scores z + extra?
+        func matches(_ r: Routing, extra: (Int) -> Float) -> Bool {
+            var a = z
+            for j in 0..<a.count { a.data[j] += extra(j) }
+            let w = expected(scores: a, clean: z)
+            return chosenSets(r) == chosenSets(w) && largestDifference(r.weights, w.weights).difference < 1e-5
+        }
+
         list.check(later[0]) {
             noisy.fixedNoise = epsilon
             let zEval = separatedLogits(tokens: n, experts: e, rng: &rng)
             let r = noisy.route(logits: zEval, context: evaluation)
-            if let problem = routingProblem(r, tokens: n, experts: e, slots: k) { return problem }
-            let want = TopKGating.select(probabilities: softmaxRows(zEval), k: k, renormalize: true)
-            let (i, d) = largestDifference(r.probabilities, want.probabilities)
-            if d > 1e-5 {
-                var noisyEval = zEval
-                for j in 0..<noisyEval.count { noisyEval.data[j] += epsilon.data[j] * softplusReference(raw.data[j]) }
-                let noiseAdded = largestDifference(r.probabilities, softmaxRows(noisyEval)).difference < 1e-5
-                return "Routing.probabilities\(cell(i, cols: e)) is \(fmt(r.probabilities.data[i])), expected " +
-                    "softmax(logits) = \(fmt(want.probabilities.data[i]))" +
-                    (noiseAdded ? " — you added noise in evaluation; with context.training == false ε is 0, " +
-                        "even when fixedNoise is set" : "")
+            var noisyEval = zEval
+            for j in 0..<noisyEval.count { noisyEval.data[j] += epsilon.data[j] * softplusReference(raw.data[j]) }
+            return difference(r, expected(scores: zEval, clean: zEval)) { r in
+                let w = expected(scores: noisyEval, clean: zEval)
+                return chosenSets(r) == chosenSets(w) && largestDifference(r.weights, w.weights).difference < 1e-5
+                    ? "you added noise in evaluation; with context.training == false there is none, even when " +
+                      "fixedNoise is set" : "in evaluation the routing is top-\(k) of the logits, renormalised, like TopKGating"
             }
-            if chosenSets(r) != chosenSets(want) {
-                return "the chosen experts are not the top-\(k) of softmax(logits) (TopKGating.select picks them)"
-            }
-            if largestDifference(r.weights, want.weights).difference > 1e-5 {
-                let (i, _) = largestDifference(r.weights, want.weights)
-                return "weight\(cell(i, cols: k)) is \(fmt(r.weights.data[i])), expected \(fmt(want.weights.data[i])): " +
-                    "renormalise the chosen probabilities so each token's weights sum to 1"
-            }
-            return nil
         }
 
-        var h = z
-        for i in 0..<h.count { h.data[i] += epsilon.data[i] * softplusReference(raw.data[i]) }
-        let want = TopKGating.select(probabilities: softmaxRows(h), k: k, renormalize: true)
+        let want = expected(scores: h, clean: z)
         guard list.check(later[1], {
             noisy.fixedNoise = epsilon
             let r = noisy.route(logits: z, context: train)
-            if let problem = routingProblem(r, tokens: n, experts: e, slots: k) { return problem }
-            if largestDifference(r.probabilities, want.probabilities).difference > 1e-5 {
-                let (i, _) = largestDifference(r.probabilities, want.probabilities)
-                var text = "Routing.probabilities\(cell(i, cols: e)) is \(fmt(r.probabilities.data[i])), expected " +
-                    "\(fmt(want.probabilities.data[i])) = softmax(h)"
-                func near(_ alternative: (Int) -> Float) -> Bool {
-                    var a = z
-                    for j in 0..<a.count { a.data[j] += alternative(j) }
-                    return largestDifference(r.probabilities, softmaxRows(a)).difference < 1e-5
+            return difference(r, want) { r in
+                if matches(r, extra: { _ in 0 }) {
+                    return "that is the routing of the clean logits: the noise never reached the choice (in training, " +
+                        "use fixedNoise when it is set)"
                 }
-                if near({ _ in 0 }) { text += " — these are softmax(logits): the noise never reached them (in training, use fixedNoise when it is set)" }
-                else if near({ epsilon.data[$0] * raw.data[$0] }) { text += " — ε multiplies softplus(raw), not raw: the scale must be positive" }
-                else if near({ epsilon.data[$0] }) { text += " — ε must be scaled by softplus(x·W_noiseᵀ + b_noise)" }
-                else if near({ softplusReference(raw.data[$0]) }) { text += " — the scale softplus(raw) must be multiplied by ε" }
-                return text
+                if matches(r, extra: { epsilon.data[$0] * raw.data[$0] }) {
+                    return "ε multiplies softplus(raw), not raw: the noise scale must be positive"
+                }
+                if matches(r, extra: { epsilon.data[$0] }) { return "ε must be scaled by softplus(x·W_noiseᵀ + b_noise)" }
+                return "choose the top-\(k) of h = z + ε ⊙ softplus(raw), and weigh them by the softmax of h over " +
+                    "the chosen (the renormalised softmax(h)), not of the clean logits"
             }
-            if chosenSets(r) != chosenSets(want) {
-                return "the chosen experts are not the top-\(k) of p = softmax(h); choose after adding the noise"
-            }
-            if largestDifference(r.weights, want.weights).difference > 1e-5 {
-                let (i, _) = largestDifference(r.weights, want.weights)
-                return "weight\(cell(i, cols: k)) is \(fmt(r.weights.data[i])), expected \(fmt(want.weights.data[i])): " +
-                    "w = p[chosen] / Σ p[chosen], renormalised as in TopKGating"
-            }
-            return nil
         }) else { return list.skip(Array(later[2...]), because: "the forward pass is not right yet") }
 
         list.check(later[2]) {
             noisy.fixedNoise = nil
-            let first = noisy.route(logits: z, context: train).probabilities
-            let second = noisy.route(logits: z, context: train).probabilities
-            if first == second {
-                return "two training-mode calls on the same logits gave the same probabilities; with fixedNoise nil, " +
+            let first = noisy.route(logits: z, context: train)
+            let second = noisy.route(logits: z, context: train)
+            if first.weights == second.weights && first.experts == second.experts {
+                return "two training-mode calls on the same logits gave the same routing; with fixedNoise nil, " +
                     "draw a new ε ~ N(0, 1) [N, E] on every call (Tensor.normal with the router's own generator)"
-            }
-            if largestDifference(first, softmaxRows(z)).difference < 1e-6 {
-                return "in training with fixedNoise nil the probabilities are softmax(logits): no noise was drawn"
             }
             return nil
         }

@@ -3,8 +3,8 @@
 // What is checked, in order:
 //   1. the router has E slots per token (slot j is expert j's);
 //   2. the routing is well formed, slot j holds j or −1, p = softmax(logits);
-//   3. every expert takes exactly C = min(N, max(1, ⌈factor·N/E⌉)) tokens, on
-//      several batch sizes;
+//   3. every expert takes exactly C = min(N, max(1, ⌈capacityFactor·N·k/E⌉))
+//      tokens, on several batch sizes;
 //   4. they are its C most probable tokens, ties to the lower token index;
 //   5. the weight of a taken slot is p[n, j], of an empty one 0;
 //   6. dL/dlogits from the task loss, and from a balancing loss, against
@@ -15,9 +15,9 @@ import Foundation
 import MoE
 
 extension Grader {
-    /// C = min(N, max(1, ⌈factor · N / E⌉)): tokens per expert.
-    static func tokensPerExpert(tokens n: Int, experts e: Int, factor: Double) -> Int {
-        min(n, max(1, Int((factor * Double(n) / Double(e)).rounded(.up))))
+    /// C = min(N, max(1, ⌈capacityFactor · N · k / E⌉)): tokens per expert.
+    static func tokensPerExpert(tokens n: Int, experts e: Int, k: Int, factor: Double) -> Int {
+        min(n, max(1, Int((factor * Double(n * k) / Double(e)).rounded(.up))))
     }
 
     /// The smallest gap, over experts, between the C-th and (C+1)-th largest
@@ -59,11 +59,11 @@ extension Grader {
     }
 
     static func gradeExpertChoice(_ s: ExerciseSubmission, _ list: Checklist) {
-        let n = 12, e = 4, factor = 1.0
-        let c = tokensPerExpert(tokens: n, experts: e, factor: factor)   // 3
-        let router = s.makeExpertChoiceRouter(experts: e, capacityFactor: factor)
+        let n = 12, e = 4, k = 1, factor = 1.0
+        let c = tokensPerExpert(tokens: n, experts: e, k: k, factor: factor)   // 3
+        let router = s.makeExpertChoiceRouter(experts: e, k: k, capacityFactor: factor)
         let later = ["slot j holds expert j or −1; p = softmax(logits)",
-                     "every expert takes exactly C tokens (N = 12, 1, 3, 5; factors 1, 2, 4)",
+                     "every expert takes exactly C tokens (N = 12, 1, 3, 5; k = 1, 2; factors 1, 1.5, 4)",
                      "each expert takes its C most probable tokens, ties to the lower index",
                      "the weight of a taken slot is p[n, j], of an empty slot 0",
                      "backward: the task loss's dL/dlogits", "backward: the balancing loss's dL/dp is used",
@@ -90,18 +90,19 @@ extension Grader {
         }) else { return list.skip(Array(later[1...]), because: "what the experts chose is judged once the routing above is right") }
 
         list.check(later[1]) {
-            let cases: [(n: Int, e: Int, factor: Double)] = [(12, 4, 1), (12, 4, 2), (1, 4, 2), (3, 8, 1), (5, 2, 4)]
+            // C: 3; ⌈1.5·12·2/4⌉ = 9; 1 (N = 1); ⌈3·1/8⌉ = 1; ⌈4·5·1/2⌉ = 10, clamped to N = 5.
+            let cases: [(n: Int, e: Int, k: Int, factor: Double)] = [(12, 4, 1, 1), (12, 4, 2, 1.5), (1, 4, 2, 1), (3, 8, 1, 1), (5, 2, 1, 4)]
             for (index, q) in cases.enumerated() {
-                let want = tokensPerExpert(tokens: q.n, experts: q.e, factor: q.factor)
-                let rq = index == 0 ? r : s.makeExpertChoiceRouter(experts: q.e, capacityFactor: q.factor)
+                let want = tokensPerExpert(tokens: q.n, experts: q.e, k: q.k, factor: q.factor)
+                let rq = index == 0 ? r : s.makeExpertChoiceRouter(experts: q.e, k: q.k, capacityFactor: q.factor)
                     .route(logits: logitsWithClearExpertChoice(tokens: q.n, experts: q.e, perExpert: want, seed: 602 + UInt64(index)),
                            context: RoutingContext())
                 if let problem = routingProblem(rq, tokens: q.n, experts: q.e, slots: q.e) ?? slotProblem(rq) { return problem }
                 for j in 0..<q.e {
                     let taken = (0..<q.n).filter { rq.experts[$0 * q.e + j] == j }.count
                     if taken != want {
-                        return "with N = \(q.n), E = \(q.e), factor \(q.factor) expert \(j) took \(taken) tokens; every " +
-                            "expert takes C = min(N, max(1, ⌈factor·N/E⌉)) = \(want)"
+                        return "with N = \(q.n), E = \(q.e), k = \(q.k), capacityFactor \(q.factor) expert \(j) took " +
+                            "\(taken) tokens; every expert takes C = min(N, max(1, ⌈capacityFactor·N·k/E⌉)) = \(want)"
                     }
                 }
             }
@@ -166,10 +167,10 @@ extension Grader {
 
         list.check(later[6]) {
             var rng = Xoshiro256(seed: 612)
-            let tokens = 8, layerFactor = 2.0
-            let perExpert = tokensPerExpert(tokens: tokens, experts: 4, factor: layerFactor)   // 4
+            let tokens = 8
+            let perExpert = tokensPerExpert(tokens: tokens, experts: 4, k: 2, factor: 1)   // 4
             let layer = MoELayer(modelDim: 6, hiddenDim: 5, experts: 4,
-                                 router: s.makeExpertChoiceRouter(experts: 4, capacityFactor: layerFactor),
+                                 router: s.makeExpertChoiceRouter(experts: 4, k: 2, capacityFactor: 1),
                                  balancing: [], rng: &rng)
             var best = Tensor.zeros([tokens, 6]), bestGap: Float = -1
             for _ in 0..<500 {

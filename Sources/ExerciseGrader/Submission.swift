@@ -47,8 +47,8 @@ public protocol ExerciseSubmission {
     func makeNoisyTopKRouter(modelDim: Int, experts: Int, k: Int, seed: UInt64) -> NoiseHoldingRouter
 
     // Exercise 6 — expert-choice routing.
-    /// `ExpertChoiceRouter(experts:capacityFactor:)`.
-    func makeExpertChoiceRouter(experts: Int, capacityFactor: Double) -> Router
+    /// `ExpertChoiceRouter(experts:k:capacityFactor:)`.
+    func makeExpertChoiceRouter(experts: Int, k: Int, capacityFactor: Double) -> Router
 }
 
 /// A router that turns tokens away when an expert is full, and counts them.

@@ -8,18 +8,21 @@
 //
 //     raw = x·W_noiseᵀ + b_noise        [N, E]   the noise network, `noise`
 //     σ   = softplus(raw)               [N, E]   a positive noise scale
-//     ε   ~ N(0, 1)                     [N, E]   training only; 0 in evaluation
+//     ε   ~ N(0, 1)                     [N, E]   training only; no noise in evaluation
 //     h   = z + ε ⊙ σ                   [N, E]   z: the gate's logits
-//     p   = softmax(h)                  [N, E]
-//     chosen = top-k of p; w = p[chosen] / Σ p[chosen]   (renormalised, as TopKGating)
+//     chosen = the k largest h per token
+//     w   = softmax over the chosen h   [N, K]   (= renormalised softmax(h) at the chosen)
+//     p   = softmax(z)                  [N, E]   the clean probabilities, for statistics and balancing
 //
-// Backward, with ε held fixed (Notebooks/exercises.md, §5):
+// Backward, with ε and the choice held fixed (Notebooks/exercises.md, §5):
 //
-//     dp     = balancing dL/dp + (dw_j − Σ_i dw_i w_i) / S at the chosen experts
-//     dh     = softmax backward of dp
-//     dz     = dh                                  (h = z + …)
-//     draw   = dh ⊙ ε ⊙ sigmoid(raw)               (softplus' = sigmoid)
+//     dh[e_i]  = w_i · (dw_i − Σ_j dw_j w_j)          softmax over the chosen (part 1, §4); 0 elsewhere
+//     dz       = dh + softmax backward of the balancing dp     (h = z + …, and p = softmax(z))
+//     draw     = dh ⊙ ε ⊙ sigmoid(raw)                 softplus' = sigmoid
 //     dW_noise += drawᵀ·x, db_noise += Σ_n draw,  dx_noise = draw·W_noise   (Linear.backward)
+//
+// This is the library's NoisyTopKGating written again; the library's version
+// draws ε from a generator you save and restore, this one takes `fixedNoise`.
 //
 // Legend: N tokens, D model width, E experts, K chosen per token.
 import Foundation
@@ -34,8 +37,8 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
     public var fixedNoise: Tensor?
     private var rng: Xoshiro256
     // Cached by route for backward:
-    private var raw = Tensor.zeros([0, 0])         // x·W_noiseᵀ + b [N, E]
-    private var epsilon = Tensor.zeros([0, 0])     // ε [N, E] (zeros in evaluation)
+    private var raw: Tensor?                       // x·W_noiseᵀ + b [N, E]; nil in evaluation
+    private var epsilon: Tensor?                   // ε [N, E]; nil in evaluation
     private var routing: Routing?
     private var noiseInputGradient: Tensor?        // dx from the noise network [N, D]
 
@@ -57,18 +60,24 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
     public func inputGradient() -> Tensor? { noiseInputGradient }
 
     public func route(logits z: Tensor, context: RoutingContext) -> Routing {
-        guard let x = context.input else { preconditionFailure("NoisyTopKRouter needs the layer's input x") }
         let n = z.shape[0], e = expertCount
-        raw = noise.forward(x)                                    // [N, E]
-        if context.training {
-            epsilon = fixedNoise ?? Tensor.normal([n, e], rng: &rng)   // [N, E]
-        } else {
-            epsilon = .zeros([n, e])                              // evaluation: no noise
-        }
         var h = z                                                 // [N, E]
-        for i in 0..<h.count { h.data[i] += epsilon.data[i] * softplus(raw.data[i]) }
-        let p = softmaxRows(h)                                    // [N, E]
-        let r = TopKGating.select(probabilities: p, k: k, renormalize: true, bias: context.selectionBias)
+        if context.training {
+            guard let x = context.input else { preconditionFailure("NoisyTopKRouter needs the layer's input x") }
+            let a = noise.forward(x)                              // raw [N, E]
+            let eps = fixedNoise ?? Tensor.normal([n, e], rng: &rng)   // ε [N, E]
+            for i in 0..<h.count { h.data[i] += eps.data[i] * softplus(a.data[i]) }
+            raw = a
+            epsilon = eps
+        } else {
+            raw = nil                                             // evaluation: no noise, no noise network
+            epsilon = nil
+        }
+        let p = softmaxRows(z)                                    // clean [N, E]
+        // Choose on h; the weights are the renormalised softmax(h) of the chosen,
+        // which is the softmax over the chosen h alone (part 1, §4).
+        var r = TopKGating.select(probabilities: softmaxRows(h), k: k, renormalize: true, bias: context.selectionBias)
+        r = Routing(k: k, probabilities: p, experts: r.experts, weights: r.weights)
         routing = r
         return r
     }
@@ -76,23 +85,26 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
     public func backward(weightGradient dw: Tensor, probabilityGradient: Tensor?) -> Tensor {
         guard let r = routing else { preconditionFailure("NoisyTopKRouter.backward called before route") }
         let n = r.tokenCount, e = expertCount
-        // In the forward pass this was w_j = p_{e_j} / S, so now (part 1, §4):
-        //     dp_{e_i} += (dw_i − Σ_j dw_j w_j) / S
-        var dp = probabilityGradient ?? Tensor.zeros([n, e])     // [N, E]
+        // In the forward pass w = softmax over the chosen h, so (part 1, §4):
+        //     dh[e_i] = w_i · (dw_i − Σ_j dw_j w_j), and 0 for the experts not chosen
+        var dh = Tensor.zeros([n, e])                              // [N, E]
         for t in 0..<n {
-            var sum: Float = 0, dot: Float = 0
-            for j in 0..<k {
-                sum += r.probabilities[t, r.experts[t * k + j]]
-                dot += dw[t, j] * r.weights[t, j]
-            }
-            for j in 0..<k { dp[t, r.experts[t * k + j]] += (dw[t, j] - dot) / sum }
+            var dot: Float = 0
+            for j in 0..<k { dot += dw[t, j] * r.weights[t, j] }
+            for j in 0..<k { dh[t, r.experts[t * k + j]] += r.weights[t, j] * (dw[t, j] - dot) }
         }
-        // p = softmax(h), so dh = p ⊙ (dp − Σ dp·p); and h = z + ε ⊙ softplus(raw):
-        let dh = softmaxRowsBackward(probabilities: r.probabilities, outputGradient: dp)   // [N, E]
-        var dRaw = Tensor.zeros([n, e])                                                    // [N, E]
-        for i in 0..<dRaw.count { dRaw.data[i] = dh.data[i] * epsilon.data[i] * sigmoid(raw.data[i]) }
-        noiseInputGradient = noise.backward(dRaw)   // adds dW_noise, db_noise; returns dx [N, D]
-        return dh                                   // dL/dz = dL/dh
+        // h = z + ε ⊙ σ gives dz = dh; p = softmax(z) adds the balancing loss's share.
+        var dz = dh
+        if let dp = probabilityGradient { dz += softmaxRowsBackward(probabilities: r.probabilities, outputGradient: dp) }
+        // σ = softplus(raw) gives draw = dh ⊙ ε ⊙ sigmoid(raw), and the noise network's backward.
+        if let a = raw, let eps = epsilon {
+            var dRaw = Tensor.zeros([n, e])                        // [N, E]
+            for i in 0..<dRaw.count { dRaw.data[i] = dh.data[i] * eps.data[i] * sigmoid(a.data[i]) }
+            noiseInputGradient = noise.backward(dRaw)              // adds dW_noise, db_noise; dx [N, D]
+        } else {
+            noiseInputGradient = nil
+        }
+        return dz
     }
 }
 

@@ -6,12 +6,14 @@
 // Expert-choice routing (Zhou et al. 2022): the experts choose the tokens.
 //
 //     p = softmax(logits)                       [N, E]   over experts, per token, as usual
-//     C = min(N, max(1, ⌈factor · N / E⌉))              tokens per expert
+//     C = min(N, max(1, ⌈capacityFactor · N · k / E⌉))  tokens per expert (exercise 3's capacity)
 //     expert j takes the C tokens with the largest p[·, j]  (ties: the lower token index)
 //     slot j of token n: expert j if it took n, else empty (−1); weight p[n, j] or 0
 //
 // Every expert gets exactly C tokens, so the load is even by construction; a
-// token may be taken by several experts, or by none. Backward
+// token may be taken by several experts, or by none (k · capacityFactor of
+// them on average). This is the library's ExpertChoiceRouter written again.
+// Backward
 // (Notebooks/exercises.md, §6): w[n, j] = p[n, j] where taken, so
 //
 //     dp[n, j] += dw[n, j] where taken;   dlogits = softmax backward of dp
@@ -22,24 +24,26 @@ import MoE
 
 public final class ExpertChoiceRouter: Router {
     public let expertCount: Int
-    /// Tokens each expert takes, as a multiple of the even share N/E: on
-    /// average a token is processed by `capacityFactor` experts.
+    /// The experts per token the budget is sized for, as in top-k.
+    public let k: Int
+    /// Headroom on that budget: C is capacityFactor × the even share N·k/E.
     public let capacityFactor: Double
     private var routing: Routing?   // cached for backward
 
-    public init(experts: Int, capacityFactor: Double = 2) {
-        precondition(experts >= 1 && capacityFactor > 0, "ExpertChoiceRouter: need experts ≥ 1 and a positive factor")
+    public init(experts: Int, k: Int, capacityFactor: Double = 1) {
+        precondition(experts >= 1 && k >= 1 && capacityFactor > 0, "ExpertChoiceRouter: need experts, k ≥ 1 and a positive factor")
         expertCount = experts
+        self.k = k
         self.capacityFactor = capacityFactor
     }
 
     public var name: String { "expert-choice" }
     public var slots: Int { expertCount }
-    public var activeExperts: Double { capacityFactor }
+    public var activeExperts: Double { Double(k) * capacityFactor }
 
-    /// C = min(N, max(1, ⌈factor · N / E⌉)).
+    /// C = min(N, max(1, ⌈capacityFactor · N · k / E⌉)).
     public func tokensPerExpert(tokens n: Int) -> Int {
-        min(n, max(1, Int((capacityFactor * Double(n) / Double(expertCount)).rounded(.up))))
+        min(n, max(1, Int((capacityFactor * Double(n * k) / Double(expertCount)).rounded(.up))))
     }
 
     public func route(logits: Tensor, context: RoutingContext) -> Routing {

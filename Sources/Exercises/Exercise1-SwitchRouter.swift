@@ -18,7 +18,8 @@
 //
 // What `route` and `backward` must do is the `Router` contract of
 // Sources/MoE/MoE/Router.swift (read its header first). TopKGating.swift
-// is the library's top-k router: you may read it, but write this one yourself.
+// is the library's top-k router — TopKGating(experts:k: 1, renormalize: false)
+// is this very router — you may read it, but write this one yourself.
 //
 // Legend: N tokens, E experts.
 import MoE

@@ -14,6 +14,10 @@
 // its gradient goes in `BalancingTerm.logitGradient`. MoELayer adds that to
 // dL/dlogits after the router's backward and multiplies it by `weight`.
 //
+// The library has its own RouterZLoss (Sources/MoE/MoE/Balancing+RouterZLoss.swift),
+// with this same name and init; inside this module the name means yours (a
+// module's own declarations shadow the ones it imports). Write yours first.
+//
 // Legend: N tokens, E experts.
 import MoE
 

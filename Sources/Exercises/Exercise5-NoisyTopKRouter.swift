@@ -11,10 +11,16 @@
 //
 //     raw = x·W_noiseᵀ + b_noise        [N, E]   `noise`, a Linear(D → E)
 //     σ   = softplus(raw)               [N, E]   softplus(a) = log(1 + eᵃ) > 0
-//     ε   ~ N(0, 1)                     [N, E]   in training; 0 in evaluation
+//     ε   ~ N(0, 1)                     [N, E]   in training; no noise at all in evaluation
 //     h   = z + ε ⊙ σ                   [N, E]   z: the gate's logits
-//     p   = softmax(h)                  [N, E]
-//     the k largest p per token; w = p[chosen] / Σ p[chosen]   (as TopKGating)
+//     chosen = the k largest h per token
+//     w   = softmax of h over the chosen [N, K]  (the paper's Softmax(KeepTopK(h, k)))
+//     p   = softmax(z)                  [N, E]   Routing.probabilities: the *clean* ones
+//
+// Why p is clean: statistics and balancing losses read Routing.probabilities,
+// and they should see what the router believes, not one draw of the noise
+// (Notebooks/exercises.md, §5, has the argument and the library's choice).
+// That gives the backward two roads to z, one through w and one through p.
 //
 // The noise network has weights of its own, so this router uses the parts of
 // the `Router` protocol most routers leave alone: it reads x from
@@ -25,6 +31,9 @@
 // Holding ε fixed. The choice and ε are both held fixed when differentiating:
 // ε is a constant drawn once per step, like a dropout mask. `fixedNoise` lets
 // the grader supply ε, so finite differences see the same noise every time.
+//
+// The library's own version is NoisyTopKGating (Sources/MoE/MoE/NoisyTopKGating.swift).
+// Write yours first; compare afterwards.
 //
 // Legend: N tokens, D model width, E experts, K chosen per token.
 import Foundation
@@ -40,8 +49,8 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
     public var fixedNoise: Tensor?
     private var rng: Xoshiro256
     // What backward will need, cached by route. Add what you use.
-    private var raw = Tensor.zeros([0, 0])            // x·W_noiseᵀ + b [N, E]
-    private var epsilon = Tensor.zeros([0, 0])        // ε [N, E]
+    private var raw: Tensor?                          // x·W_noiseᵀ + b [N, E]; nil in evaluation
+    private var epsilon: Tensor?                      // ε [N, E]; nil in evaluation
     private var routing: Routing?
     private var noiseInputGradient: Tensor?           // dL/dx from the noise network [N, D]
 
@@ -67,14 +76,17 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
 
     public func route(logits z: Tensor, context: RoutingContext) -> Routing {
         let n = z.shape[0], e = expertCount
-        // Step 1. x = context.input (MoELayer always sets it; the grader too).
-        //         raw = noise.forward(x).
-        // Step 2. ε = drawNoise(tokens: n) when context.training, else zeros.
-        // Step 3. h = z + ε ⊙ softplus(raw), element by element (`softplus` below).
-        // Step 4. p = softmaxRows(h); then the top-k of p, renormalised — the
-        //         library's TopKGating.select(probabilities:k:renormalize:) does
-        //         exactly that step, use it.
-        // Step 5. Cache raw, ε and the routing for backward; return the routing.
+        // Step 1. In training: x = context.input (MoELayer always sets it, the
+        //         grader too), raw = noise.forward(x), ε = drawNoise(tokens: n),
+        //         and h = z + ε ⊙ softplus(raw), element by element. In
+        //         evaluation (context.training false): h = z, and nothing to cache.
+        // Step 2. The choice and the weights: the top-k of h, weighted by the
+        //         softmax of h over the chosen — which is the renormalised
+        //         softmax(h) at the chosen (part 1, §4), so
+        //         TopKGating.select(probabilities: softmaxRows(h), k: k, renormalize: true)
+        //         gives both.
+        // Step 3. Return a Routing with those experts and weights but the clean
+        //         probabilities softmaxRows(z); cache it, raw and ε for backward.
         //
         // Placeholder (wrong): experts 0 ..< k for every token, equal weights, no noise.
         var experts: [Int] = []
@@ -87,17 +99,18 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
 
     public func backward(weightGradient dw: Tensor, probabilityGradient: Tensor?) -> Tensor {
         let n = dw.shape[0], e = expertCount
-        // Step 1. dp [N, E]: `probabilityGradient` (or zeros), plus the
-        //         renormalised weights' share at the chosen experts (part 1, §4):
-        //             dp[e_i] += (dw_i − Σ_j dw_j·w_j) / S,   S = Σ_j p[e_j]
-        // Step 2. dh = softmaxRowsBackward(probabilities: p, outputGradient: dp).
-        // Step 3. In the forward pass h = z + ε ⊙ softplus(raw), so
-        //             dL/dz   = dh
+        // Step 1. The road through w. w is a softmax over the chosen h, so for
+        //         token n with chosen experts e_0 … e_{k−1} (part 1, §4):
+        //             dh[n, e_i] = w_i · (dw_i − Σ_j dw_j·w_j),   0 for the experts not chosen
+        // Step 2. h = z + ε ⊙ σ, so dL/dz gets dh; and the road through p:
+        //         add softmaxRowsBackward(probabilities: p, outputGradient: dp)
+        //         when a balancing loss sent dp (`probabilityGradient`).
+        // Step 3. The noise network (training only): σ = softplus(raw), so
         //             dL/draw = dh ⊙ ε ⊙ softplus'(raw),   softplus' = sigmoid
-        // Step 4. noiseInputGradient = noise.backward(dL/draw): Linear's backward
-        //         adds dW_noise and db_noise into the parameters' grads and
-        //         returns the noise network's dL/dx.
-        // Step 5. Return dL/dz.
+        //         and noiseInputGradient = noise.backward(dL/draw): Linear's
+        //         backward adds dW_noise and db_noise into the parameters'
+        //         grads and returns the noise network's dL/dx. In evaluation: nil.
+        // Step 4. Return dL/dz.
         //
         // Placeholder (wrong): no gradient anywhere.
         noiseInputGradient = nil

@@ -11,34 +11,42 @@
 // none.
 //
 //     p = softmax(logits)                          [N, E]   per token, over experts, as before
-//     C = min(N, max(1, ⌈factor · N / E⌉))                  tokens per expert
+//     C = min(N, max(1, ⌈capacityFactor · N · k / E⌉))      tokens per expert (exercise 3's capacity)
 //     expert j takes the C tokens with the largest p[·, j] (a column of p);
 //         ties: the lower token index
 //
 // The `Routing` has one slot per expert (k = E): slot j of token n is
 // expert j if j took n, else −1 (empty); its weight is p[n, j] if taken, else
 // 0. No renormalisation: a token taken by two experts gets p[n, i] + p[n, j]
-// of output in all, one taken by none gets 0. On average a token is seen by
-// `factor` experts, so that is `activeExperts`.
+// of output in all, one taken by none gets 0. The budget is sized like top-k's:
+// E·C ≈ capacityFactor·N·k slots in all, so a token is seen by k·capacityFactor
+// experts on average — that is `activeExperts`.
+//
+// The library has its own ExpertChoiceRouter (Sources/MoE/MoE/ExpertChoiceRouter.swift),
+// with this same name and init; inside this module the name means yours (a
+// module's own declarations shadow the ones it imports). Write yours first.
 //
 // Legend: N tokens, E experts (= slots per token), C tokens per expert.
 import MoE
 
 public final class ExpertChoiceRouter: Router {
     public let expertCount: Int
-    /// C as a multiple of the even share N/E: the average number of experts per token.
+    /// The experts per token the budget is sized for, as in top-k.
+    public let k: Int
+    /// Headroom on that budget: C is capacityFactor × the even share N·k/E.
     public let capacityFactor: Double
     // What backward will need, cached by route. Add what you use.
     private var routing: Routing?
 
-    public init(experts: Int, capacityFactor: Double = 2) {
+    public init(experts: Int, k: Int, capacityFactor: Double = 1) {
         expertCount = experts
+        self.k = k
         self.capacityFactor = capacityFactor
     }
 
     public var name: String { "expert-choice-exercise" }
     public var slots: Int { expertCount }
-    public var activeExperts: Double { capacityFactor }
+    public var activeExperts: Double { Double(k) * capacityFactor }
 
     public func route(logits: Tensor, context: RoutingContext) -> Routing {
         let n = logits.shape[0], e = expertCount

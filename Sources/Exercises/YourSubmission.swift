@@ -31,7 +31,7 @@ public struct YourSubmission: ExerciseSubmission {
     public func makeNoisyTopKRouter(modelDim: Int, experts: Int, k: Int, seed: UInt64) -> NoiseHoldingRouter {
         NoisyTopKRouter(modelDim: modelDim, experts: experts, k: k, seed: seed)
     }
-    public func makeExpertChoiceRouter(experts: Int, capacityFactor: Double) -> Router {
-        ExpertChoiceRouter(experts: experts, capacityFactor: capacityFactor)
+    public func makeExpertChoiceRouter(experts: Int, k: Int, capacityFactor: Double) -> Router {
+        ExpertChoiceRouter(experts: experts, k: k, capacityFactor: capacityFactor)
     }
 }

@@ -79,7 +79,7 @@ final class ExerciseGraderTests: XCTestCase {
         var load: (([Int]) -> LoadMeasurement)?
         var collapse: ((Bool, CollapseTask) -> CollapseRun)?
         var noisy: ((Int, Int, Int, UInt64) -> NoiseHoldingRouter)?
-        var expertChoice: ((Int, Double) -> Router)?
+        var expertChoice: ((Int, Int, Double) -> Router)?
 
         func makeSwitchRouter(experts: Int, renormalize: Bool) -> Router {
             switchRouter?(experts, renormalize) ?? reference.makeSwitchRouter(experts: experts, renormalize: renormalize)
@@ -98,8 +98,8 @@ final class ExerciseGraderTests: XCTestCase {
         func makeNoisyTopKRouter(modelDim: Int, experts: Int, k: Int, seed: UInt64) -> NoiseHoldingRouter {
             noisy?(modelDim, experts, k, seed) ?? reference.makeNoisyTopKRouter(modelDim: modelDim, experts: experts, k: k, seed: seed)
         }
-        func makeExpertChoiceRouter(experts: Int, capacityFactor: Double) -> Router {
-            expertChoice?(experts, capacityFactor) ?? reference.makeExpertChoiceRouter(experts: experts, capacityFactor: capacityFactor)
+        func makeExpertChoiceRouter(experts: Int, k: Int, capacityFactor: Double) -> Router {
+            expertChoice?(experts, k, capacityFactor) ?? reference.makeExpertChoiceRouter(experts: experts, k: k, capacityFactor: capacityFactor)
         }
     }
 
@@ -264,8 +264,8 @@ final class ExerciseGraderTests: XCTestCase {
     func testExercise6CatchesRenormalisedWeights() {
         let reference = ReferenceSubmission()
         var m = Mutant()
-        m.expertChoice = { e, f in
-            let a = Altered(reference.makeExpertChoiceRouter(experts: e, capacityFactor: f))
+        m.expertChoice = { e, k, f in
+            let a = Altered(reference.makeExpertChoiceRouter(experts: e, k: k, capacityFactor: f))
             a.alterRouting = { r in
                 var w = r.weights
                 for t in 0..<r.tokenCount {
