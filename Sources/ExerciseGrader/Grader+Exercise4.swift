@@ -98,9 +98,10 @@ extension Grader {
             return nil
         }
 
-        list.check("both models learned the task (test accuracy ≥ 85%)") {
-            for (what, run) in runs {
-                let accuracy = Trainer.accuracy(of: run.model, on: task.test)
+        let accuracies = runs.map { Trainer.accuracy(of: $0.1.model, on: task.test) }
+        list.check("both models learned the task: test accuracy " +
+                   accuracies.map { String(format: "%.1f%%", 100 * $0) }.joined(separator: " and ") + " (needs ≥ 85%)") {
+            for ((what, _), accuracy) in zip(runs, accuracies) {
                 if !(accuracy >= 0.85) {
                     return "the model \(what) classifies \(String(format: "%.1f", 100 * accuracy))% of the test points; did the training " +
                         "loop run task.training.epochs epochs over task.train (Trainer.trainEpoch)?"
