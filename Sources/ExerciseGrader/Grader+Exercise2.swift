@@ -48,6 +48,9 @@ extension Grader {
                     "(MoELayer adds it to dL/dlogits after the router's backward)"
             }
             if let problem = gradientProblem(g, expected: [1, 4], name: "logitGradient") { return problem }
+            if let w = term.weightGradient, w.data.contains(where: { $0 != 0 }) {
+                return "BalancingTerm.weightGradient is set; the z-loss does not depend on the combine weights"
+            }
             if let p = term.probabilityGradient, p.data.contains(where: { $0 != 0 }) {
                 return "BalancingTerm.probabilityGradient is set too; the z-loss does not depend on p, only on the " +
                     "logits — returning both would count the gradient twice"

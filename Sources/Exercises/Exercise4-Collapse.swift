@@ -2,7 +2,7 @@
 //
 // Set in Notebooks/exercises.md, §4; the same experiment on MNIST is
 // part3-mnist.md, §4, and why balancing is needed is part1-foundations.md, §5.
-// Grade it with:    swift run exercises check 4      (trains two tiny models, ~1 s)
+// Grade it with:    swift run exercises check 4      (trains two tiny models, about 0.1 s)
 //
 // A behaviour exercise. You train the same small MoE classifier twice on a
 // synthetic task (CollapseTask, in Sources/ExerciseGrader), once with the

@@ -78,7 +78,7 @@ func gradeInChild(_ number: Int, reference: Bool) -> Bool {
     if child.terminationReason == .uncaughtSignal {
         say("Exercise \(number) — \(title): FAILED (crashed, signal \(child.terminationStatus))\n" +
             "        exercise \(number): your code stopped the program — a failed precondition, an index out of " +
-            "range or a nil\n        unwrapped; the message just above names the file and line")
+            "range or a nil\n        unwrapped; the backtrace above names the line (look for your file in Sources/Exercises)")
         return false
     }
     return child.terminationStatus == 0
