@@ -90,7 +90,7 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
         //
         // Placeholder (wrong): experts 0 ..< k for every token, equal weights, no noise.
         var experts: [Int] = []
-        for _ in 0..<n { experts += Array(0..<min(k, e)) }
+        for _ in 0..<n { experts += (0..<k).map { $0 < e ? $0 : -1 } }
         let r = Routing(k: k, probabilities: Tensor(shape: [n, e], repeating: 1 / Float(max(e, 1))),
                         experts: experts, weights: Tensor(shape: [n, k], repeating: 1 / Float(max(k, 1))))
         routing = r
