@@ -108,8 +108,8 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
     }
 }
 
-/// softplus(a) = log(1 + eᵃ), written so that neither branch overflows:
-/// max(a, 0) + log(1 + e^(−|a|)).
+/// softplus(a) = log(1 + eᵃ), computed as max(a, 0) + log(1 + e^(−|a|)) so that
+/// exp only ever sees a number ≤ 0 (for a = 100, eᵃ alone would overflow Float).
 func softplus(_ a: Float) -> Float { max(a, 0) + log1p(exp(-abs(a))) }
 
 /// sigmoid(a) = 1 / (1 + e^(−a)), the derivative of softplus.

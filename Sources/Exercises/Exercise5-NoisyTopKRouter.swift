@@ -118,5 +118,6 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
     }
 }
 
-/// softplus(a) = log(1 + eᵃ), written so neither branch overflows: max(a, 0) + log(1 + e^(−|a|)).
+/// softplus(a) = log(1 + eᵃ), computed as max(a, 0) + log(1 + e^(−|a|)) so that
+/// exp only ever sees a number ≤ 0 (for a = 100, eᵃ alone would overflow Float).
 func softplus(_ a: Float) -> Float { max(a, 0) + log1p(exp(-abs(a))) }

@@ -42,7 +42,7 @@ final class ExerciseGraderTests: XCTestCase {
         2: 0x03643fff76e552e8,
         3: 0xf9ebe31fb3ffc50f,
         4: 0x0af640c546499d41,
-        5: 0x3c4ceba218393fa4,
+        5: 0xd11e28931d10ba43,
         6: 0x23d85aca4c0f06a8,
     ]
 
