@@ -1,7 +1,8 @@
 // RoutingSetup: a routing configuration as plain settings, and the MoE layer
 // it builds. The command-line programs (mnist-moe, its ablation, gpt-moe)
 // describe routing with these settings, so the same words mean the same layer
-// everywhere, and summary.json can record exactly what ran.
+// everywhere, and summary.json can record exactly what ran. The ablation that
+// runs them side by side is read in Notebooks/part3-mnist.md, §6.
 //
 // Every router and balancing method of Router.swift and LoadBalancingLoss.swift
 // (and their sibling files) is reachable from here; the defaults are the
