@@ -4,6 +4,11 @@
 // `moe-bench`) and one test target. No dependencies: the standard library, Foundation and
 // Dispatch only.
 //
+// The exercises (Notebooks/exercises.md) are four more targets: `Exercises`
+// (the skeletons a student edits), `ExerciseSolutions` (reference answers, kept
+// apart), `ExerciseGrader` (the checks, and the contract both modules meet) and
+// the `exercises` command that runs the checks; `ExerciseTests` grades both.
+//
 // Why the unsafe flags:
 //   * `-O` in every configuration. `swift run mnist-moe`, typed as is, builds
 //     the debug configuration, where SIMD code runs hundreds of times slower.
@@ -27,6 +32,7 @@ let package = Package(
         .executable(name: "mnist-moe", targets: ["mnist-moe"]),
         .executable(name: "gpt-moe", targets: ["gpt-moe"]),
         .executable(name: "moe-bench", targets: ["moe-bench"]),
+        .executable(name: "exercises", targets: ["exercises"]),
     ],
     targets: [
         .target(name: "MoE", swiftSettings: computeFlags),
@@ -34,5 +40,13 @@ let package = Package(
         .executableTarget(name: "gpt-moe", dependencies: ["MoE"], swiftSettings: computeFlags),
         .executableTarget(name: "moe-bench", dependencies: ["MoE"], swiftSettings: computeFlags),
         .testTarget(name: "MoETests", dependencies: ["MoE"], exclude: ["Fixtures"], swiftSettings: computeFlags),
+        // Exercises: the grader owns the contract, the two answer modules meet it.
+        .target(name: "ExerciseGrader", dependencies: ["MoE"], swiftSettings: computeFlags),
+        .target(name: "Exercises", dependencies: ["MoE", "ExerciseGrader"], swiftSettings: computeFlags),
+        .target(name: "ExerciseSolutions", dependencies: ["MoE", "ExerciseGrader"], swiftSettings: computeFlags),
+        .executableTarget(name: "exercises", dependencies: ["ExerciseGrader", "Exercises", "ExerciseSolutions"],
+                          swiftSettings: computeFlags),
+        .testTarget(name: "ExerciseTests", dependencies: ["ExerciseGrader", "Exercises", "ExerciseSolutions"],
+                    swiftSettings: computeFlags),
     ]
 )

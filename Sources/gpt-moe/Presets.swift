@@ -31,24 +31,31 @@ struct Preset {
     let name: String
     /// One line for --help and the README.
     let summary: String
-    /// Whether blocks get MoE feed-forwards (every other block unless --moe-layers says otherwise).
-    let usesMoE: Bool
-    let topK: Int
-    let auxWeight: Float
+    /// How the MoE blocks route and balance; nil for the dense model. (The MoE
+    /// goes in every other block unless --moe-layers says otherwise.)
+    let routing: RoutingSetup?
     /// Windows per step, as a multiple of --batch-size.
     let batchMultiplier: Int
 
+    /// Softmax top-k routing with the Switch balancing loss of weight α. With
+    /// k = 1 the gate is not renormalised (GPTConfig.layerRouting says why).
+    static func topK(_ k: Int, alpha: Float) -> RoutingSetup {
+        var r = RoutingSetup()
+        r.router = "topk"; r.k = k; r.balancing = ["switch"]; r.auxWeight = alpha
+        return r
+    }
+
     static let all: [Preset] = [
         Preset(name: "dense", summary: "dense GELU MLP in every block (no experts)",
-               usesMoE: false, topK: 1, auxWeight: 0, batchMultiplier: 1),
+               routing: nil, batchMultiplier: 1),
         Preset(name: "baseline", summary: "MoE in every other block: 8 experts, top-1 (Switch gate), balancing α 0.01",
-               usesMoE: true, topK: 1, auxWeight: 0.01, batchMultiplier: 1),
+               routing: topK(1, alpha: 0.01), batchMultiplier: 1),
         Preset(name: "top2", summary: "baseline with top-2 routing (2× expert compute per token)",
-               usesMoE: true, topK: 2, auxWeight: 0.01, batchMultiplier: 1),
+               routing: topK(2, alpha: 0.01), batchMultiplier: 1),
         Preset(name: "strong_reg", summary: "baseline with 10× the balancing weight, α 0.1",
-               usesMoE: true, topK: 1, auxWeight: 0.1, batchMultiplier: 1),
+               routing: topK(1, alpha: 0.1), batchMultiplier: 1),
         Preset(name: "throughput_opt", summary: "baseline's model, 2× the windows per step, half the steps (larger expert matmuls)",
-               usesMoE: true, topK: 1, auxWeight: 0.01, batchMultiplier: 2),
+               routing: topK(1, alpha: 0.01), batchMultiplier: 2),
     ]
 
     static func named(_ name: String) -> Preset? { all.first { $0.name == name } }

@@ -136,7 +136,7 @@ func train(_ preset: Preset) -> ModelRun {
                                        config: options.trainingConfig(preset))
     let checkpoint = outDirectory.appendingPathComponent("\(preset.name).safetensors")
     let moe = config.moeLayers.isEmpty ? "dense" :
-        "MoE in blocks \(config.moeLayers.map(String.init).joined(separator: ",")): \(config.experts) experts, top-\(config.topK), α \(config.auxLossWeight)"
+        "MoE in blocks \(config.moeLayers.map(String.init).joined(separator: ",")): \(config.experts) experts, \(config.layerRouting.summary)"
     print("\(preset.name): \(config.layers) blocks, width \(config.width), \(config.heads) heads, hidden \(config.hidden), "
           + "\(moe); \(RunReport.int(model.parameterCount)) parameters (\(RunReport.int(model.activeParameterCount)) active per token)")
     print("  \(trainer.plannedSteps) steps of \(trainer.config.batchSize) windows × \(options.context) tokens "

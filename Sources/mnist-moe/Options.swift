@@ -5,20 +5,29 @@ import Foundation
 import MoE
 
 struct Options {
+    var command = "train"          // train | ablate
     var trainSize = 5_000          // the walkthrough's training subset
     var epochs = 30
     var batchSize = 64
     var learningRate: Float = 1e-3
-    var auxWeight: Float = 0.1     // α; 0 shows what happens without balancing
     var experts = 8
-    var topK = 2
+    /// Router, balancing, capacity, shared experts: the walkthrough's by default.
+    var routing = RoutingSetup()
+    var auxWeight: Float {          // α; 0 shows what happens without balancing
+        get { routing.auxWeight }
+        set { routing.auxWeight = newValue }
+    }
+    var topK: Int {
+        get { routing.router == "switch" ? 1 : routing.k }
+        set { routing.k = newValue }
+    }
     var hidden = 256               // model width D
     var expertHidden = 128         // hidden width of each expert (and of the dense FFN)
     var model = "both"             // moe | dense | both
     var seed: UInt64 = 0
     var threads = ProcessInfo.processInfo.activeProcessorCount
     var dataDir: String? = nil
-    var out = "runs/mnist-moe"
+    var out: String? = nil         // default runs/mnist-moe (runs/mnist-moe-ablate for ablate)
     var initFrom: String? = nil    // start from these weights
     var resume: String? = nil      // continue a run from a .resume.safetensors file
     var shuffle = true
@@ -27,9 +36,13 @@ struct Options {
 
     static let usage = """
     usage: mnist-moe [options]
+           mnist-moe ablate [options]
 
     Trains the walkthrough's MoE classifier (8 experts, top-2) and its dense baseline on
     MNIST and prints the tables of Part 3 from this run. Defaults reproduce the walkthrough.
+    `ablate` trains the MoE once per routing/balancing configuration of a preset list
+    (same seed, data and epochs; the routing options below are ignored) and prints one
+    row per configuration; results go to runs/mnist-moe-ablate unless --out says otherwise.
 
       --train-size N     training images, the first N of 60,000 (default 5000)
       --epochs N         passes over the training images (default 30)
@@ -51,6 +64,30 @@ struct Options {
       --resume FILE      continue the run saved in FILE (a .resume.safetensors checkpoint)
       --no-shuffle       keep the training images in file order
       -h, --help         this text
+
+    Routing and balancing (Sources/MoE/MoE/RoutingSetup.swift):
+      --router R         topk (default), switch (top-1, output scaled by its probability),
+                         noisy (noisy top-k, Shazeer 2017), expert-choice (Zhou 2022),
+                         deepseek (sigmoid scores, group-limited top-k, DeepSeek-V3)
+      --order O          softmax-topk (default) or topk-softmax (softmax over the chosen logits)
+      --no-renormalize   top-k weights are the raw probabilities, not rescaled to sum to 1
+      --temperature T    router temperature (default 1); with --temperature-end, the start
+      --temperature-end T  anneal to T over training ...
+      --temperature-schedule S  ... linearly or by cosine (linear | cosine; default linear)
+      --expert-dropout P each expert sits out a training step with probability P (default 0)
+      --capacity F       each expert takes at most ceil(F * tokens * k / experts) tokens per
+                         batch; the overflow is dropped (contributes zero) and counted
+      --overflow P       who is dropped first: token-order (default), score, choice-order
+      --shared-experts N experts every image uses beside the routed ones (default 0)
+      --balance LIST     comma-separated balancing methods: switch (default), cv2, z, bias,
+                         or none. switch/cv2 use --aux-weight; z uses --z-weight; bias is
+                         DeepSeek-V3's auxiliary-loss-free bias, step --bias-rate
+      --z-weight X       weight of the router z-loss (default 0.001)
+      --bias-rate U      step of the auxiliary-loss-free bias (default 0.001)
+      --groups G         deepseek: experts in G groups (default 1) ...
+      --top-groups M     ... of which the best M are searched (default 1)
+      --routed-scaling S deepseek: scale of the combine weights (default 1)
+      --expert-choice-factor F  expert-choice: each expert takes ceil(F * tokens * k / experts)
     """
 
     /// Parses the arguments; throws a one-line message on anything wrong.
@@ -76,9 +113,55 @@ struct Options {
             }
             return v
         }
+        var temperatureEnd: Float? = nil
+        var temperatureShape = TemperatureSchedule.Shape.linear
         while i < args.count {
             let flag = args[i]
             switch flag {
+            case "ablate": o.command = "ablate"   // the subcommand, usually first
+            case "--router":
+                o.routing.router = try value(flag)
+                guard RoutingSetup.routers.contains(o.routing.router) else {
+                    throw UsageError("--router must be one of \(RoutingSetup.routers.joined(separator: ", ")), got '\(o.routing.router)'")
+                }
+            case "--order":
+                let text = try value(flag)
+                guard let order = TopKGating.Order(rawValue: text) else {
+                    throw UsageError("--order must be softmax-topk or topk-softmax, got '\(text)'")
+                }
+                o.routing.order = order
+            case "--no-renormalize": o.routing.renormalize = false
+            case "--temperature": o.routing.temperature.start = try float(flag, 0.01...100)
+            case "--temperature-end": temperatureEnd = try float(flag, 0.01...100)
+            case "--temperature-schedule":
+                let text = try value(flag)
+                guard let shape = TemperatureSchedule.Shape(rawValue: text), shape != .constant else {
+                    throw UsageError("--temperature-schedule must be linear or cosine, got '\(text)'")
+                }
+                temperatureShape = shape
+            case "--expert-dropout": o.routing.expertDropout = try float(flag, 0...0.99)
+            case "--capacity": o.routing.capacityFactor = Double(try float(flag, 0.01...1000))
+            case "--overflow":
+                let text = try value(flag)
+                guard let policy = Capacity.Overflow(rawValue: text) else {
+                    throw UsageError("--overflow must be token-order, score or choice-order, got '\(text)'")
+                }
+                o.routing.overflow = policy
+            case "--shared-experts": o.routing.sharedExperts = try int(flag, 0...64)
+            case "--balance":
+                let text = try value(flag)
+                let list = text == "none" ? [] : text.split(separator: ",").map(String.init)
+                for m in list where !RoutingSetup.balancingMethods.contains(m) {
+                    throw UsageError("--balance: '\(m)' is not one of switch, cv2, z, bias (or none)")
+                }
+                guard Set(list).count == list.count else { throw UsageError("--balance lists a method twice: '\(text)'") }
+                o.routing.balancing = list
+            case "--z-weight": o.routing.zWeight = try float(flag, 0...100)
+            case "--bias-rate": o.routing.biasRate = try float(flag, 0...1)
+            case "--groups": o.routing.groups = try int(flag, 1...1024)
+            case "--top-groups": o.routing.topGroups = try int(flag, 1...1024)
+            case "--routed-scaling": o.routing.routedScaling = try float(flag, 0.001...1000)
+            case "--expert-choice-factor": o.routing.expertChoiceFactor = Double(try float(flag, 0.01...1000))
             case "--train-size": o.trainSize = try int(flag, 1...60_000)
             case "--epochs": o.epochs = try int(flag, 0...10_000)
             case "--batch-size": o.batchSize = try int(flag, 1...60_000)
@@ -109,8 +192,18 @@ struct Options {
             }
             i += 1
         }
+        if let end = temperatureEnd {
+            o.routing.temperature = TemperatureSchedule(start: o.routing.temperature.start, end: end, shape: temperatureShape)
+        }
         guard o.topK <= o.experts else {
             throw UsageError("--top-k \(o.topK) is more than --experts \(o.experts)")
+        }
+        do { try o.routing.validate(experts: o.experts) } catch { throw UsageError("\(error)") }
+        if o.resume != nil && (o.routing.router == "noisy" || o.routing.expertDropout > 0) {
+            throw UsageError("--resume cannot continue --router noisy or --expert-dropout exactly: their random draws are not saved in checkpoints")
+        }
+        if o.command == "ablate" && (o.resume != nil || o.initFrom != nil) {
+            throw UsageError("ablate trains every configuration from scratch: --init and --resume do not apply")
         }
         guard o.resume == nil || o.initFrom == nil else {
             throw UsageError("--init and --resume cannot be used together")
@@ -121,11 +214,14 @@ struct Options {
         return o
     }
 
+    var outDirectory: String { out ?? (command == "ablate" ? "runs/mnist-moe-ablate" : "runs/mnist-moe") }
+
     /// The configuration as it goes into summary.json.
     var json: [String: Any] {
         ["train_size": trainSize, "test_size": 10_000, "epochs": epochs, "batch_size": batchSize,
          // Through their decimal text, so 0.1 is written 0.1, not 0.10000000149011612.
          "lr": Double("\(learningRate)")!, "aux_weight": Double("\(auxWeight)")!, "experts": experts, "top_k": topK,
+         "routing": routing.json,
          "hidden": hidden, "expert_hidden": expertHidden, "model": model, "seed": seed, "threads": threads,
          "shuffle": shuffle, "optimizer": "adam", "pixels_scaled_to": "[0,1]"]
     }

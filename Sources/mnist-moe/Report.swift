@@ -34,6 +34,7 @@ struct RunReport {
         var text = ""
         func section(_ title: String, _ table: TextTable) { text += "\n\(title)\n\(table.render())\n" }
         let isDefault = options.epochs == 30 && options.trainSize == 5000 && options.experts == 8 && options.topK == 2
+            && options.routing == RoutingSetup()
             && options.hidden == 256 && options.expertHidden == 128 && options.auxWeight == 0.1 && options.batchSize == 64
         let w = isDefault   // the walkthrough's column only makes sense for its own setup
 
@@ -90,20 +91,37 @@ struct RunReport {
             for e in u.indices { usage.addRow(["\(e)", Self.pct(u[e]), String(format: "%.3f", p[e])]) }
             section("Expert usage (test set; uniform = \(Self.pct(1 / Double(u.count))))", usage)
             let lnE = log(Double(options.experts))
-            text += String(format: "Router entropy %.3f nats per token (max ln %d = %.3f); load entropy %.3f; load CV %.3f\n",
-                           r.statistics.routerEntropy, options.experts, lnE, r.statistics.loadEntropy,
-                           r.statistics.loadCoefficientOfVariation)
-            let aux = m(moe!)
-            let ref = SwitchLoadBalancingLoss.referenceValues(experts: options.experts, k: options.topK)
-            text += String(format: "Load-balancing loss %.3f (perfect balance %.0f, total collapse %.0f)\n",
-                           aux, ref.balanced, ref.collapsed)
+            text += String(format: "Router entropy %.3f nats per token (max ln %d = %.3f; normalised %.2f); load entropy %.3f; load CV %.3f\n",
+                           r.statistics.routerEntropy, options.experts, lnE, lnE > 0 ? r.statistics.routerEntropy / lnE : 0,
+                           r.statistics.loadEntropy, r.statistics.loadCoefficientOfVariation)
+            // What the balancing number means for this E and k: its value at
+            // perfect balance and at total collapse.
+            if let layer = (moe?.model as? MoEClassifier)?.moe {
+                if let bias = layer.balancing.first as? AuxLossFreeBalancing {
+                    text += "Auxiliary-loss-free bias (not a loss) after \(bias.updates) updates: ["
+                        + bias.bias.map { String(format: "%+.3f", $0) }.joined(separator: " ") + "]\n"
+                } else if let first = layer.balancing.first {
+                    var line = String(format: "Load-balancing loss (%@) %.3f in the last epoch", first.name, m(moe!))
+                    if let ref = first.referenceValues(experts: options.experts, k: options.topK) {
+                        line += String(format: " (perfect balance %g, total collapse %g)", ref.balanced, ref.collapsed)
+                    }
+                    text += line + "\n"
+                } else {
+                    text += "No load balancing (--balance none or --aux-weight 0 shows the collapse)\n"
+                }
+                if layer.capacity != nil {
+                    text += String(format: "Capacity dropped %.2f%% of the chosen slots on the test set\n",
+                                   100 * r.statistics.droppedShare)
+                }
+            }
         }
         return text
     }
 
     private func m(_ run: ModelRun) -> Double { run.trainer.history.last?.auxLoss ?? .nan }
     func weightedAux(_ run: ModelRun) -> Double {
-        run.model is MoEClassifier ? Double(options.auxWeight) * (run.trainer.history.last?.auxLoss ?? .nan) : 0
+        guard let layer = (run.model as? MoEClassifier)?.moe else { return 0 }
+        return Double(layer.auxLossWeight) * (run.trainer.history.last?.auxLoss ?? .nan)
     }
     func finalLoss(_ run: ModelRun) -> Double { (run.trainer.history.last?.trainLoss ?? .nan) + weightedAux(run) }
 

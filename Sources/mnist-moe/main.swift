@@ -88,7 +88,12 @@ config.learningRate = options.learningRate
 config.seed = options.seed
 config.shuffle = options.shuffle
 
-let outDirectory = URL(fileURLWithPath: options.out)
+let outDirectory = URL(fileURLWithPath: options.outDirectory)
+
+if options.command == "ablate" {
+    runAblation()
+    exit(0)
+}
 /// The settings that shape a run, saved in every checkpoint. `--resume` refuses
 /// a checkpoint made with different ones: the continuation would not be the run
 /// it claims to continue.
@@ -97,10 +102,11 @@ let runMetadata: [String: String] = [
     "batch_size": String(options.batchSize), "lr": String(options.learningRate),
     "aux_weight": String(options.auxWeight), "experts": String(options.experts), "top_k": String(options.topK),
     "hidden": String(options.hidden), "expert_hidden": String(options.expertHidden), "shuffle": String(options.shuffle),
+    "routing": options.routing.summary,
 ]
 let flagOfKey = ["seed": "--seed", "train_size": "--train-size", "batch_size": "--batch-size", "lr": "--lr",
                  "aux_weight": "--aux-weight", "experts": "--experts", "top_k": "--top-k", "hidden": "--hidden",
-                 "expert_hidden": "--expert-hidden", "shuffle": "--no-shuffle"]
+                 "expert_hidden": "--expert-hidden", "shuffle": "--no-shuffle", "routing": "the routing options"]
 
 func train(_ model: Classifier) -> ModelRun {
     let trainer = Trainer(model: model, config: config)
@@ -152,14 +158,21 @@ func train(_ model: Classifier) -> ModelRun {
 }
 
 print("MNIST: \(trainSet.count) training images, \(testSet.count) test images from \(dataDirectory.path)")
-print("\(options.epochs) epochs, batch \(options.batchSize), Adam lr \(options.learningRate), α \(options.auxWeight), seed \(options.seed), \(options.threads) thread(s)\n")
+print("\(options.epochs) epochs, batch \(options.batchSize), Adam lr \(options.learningRate), seed \(options.seed), \(options.threads) thread(s)")
+print("MoE routing: \(options.routing.summary)\n")
+
+/// The MoE classifier of these options and routing settings (validated by Options.parse).
+func makeMoE(_ routing: RoutingSetup) -> MoEClassifier {
+    var rng = Xoshiro256(seed: options.seed)
+    return MoEClassifier(inputSize: trainSet.pixels, hidden: options.hidden, classes: 10, rng: &rng) { rng in
+        routing.makeLayer(modelDim: options.hidden, hiddenDim: options.expertHidden, experts: options.experts,
+                          seed: options.seed, rng: &rng)
+    }
+}
 
 var runs: [ModelRun] = []
 if options.model != "dense" {
-    var rng = Xoshiro256(seed: options.seed)
-    runs.append(train(MoEClassifier(inputSize: trainSet.pixels, hidden: options.hidden, expertHidden: options.expertHidden,
-                                    experts: options.experts, topK: options.topK, classes: 10,
-                                    auxLossWeight: options.auxWeight, rng: &rng)))
+    runs.append(train(makeMoE(options.routing)))
 }
 if options.model != "moe" {
     var rng = Xoshiro256(seed: options.seed)

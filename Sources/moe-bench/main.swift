@@ -37,8 +37,10 @@ if arguments.contains("--help") || arguments.contains("-h") {
     naive triple loop on the MNIST MoE's shapes, for A·B, A·Bᵀ and Aᵀ·B, and prints
     the median GFLOP/s. Build with -c release for the published figures.
       --json          print {"matmul": [{"m", "k", "n", "variant", "threads", "gflops"}, …],
-                             "training_step": [{"model", "threads", "ms_per_step", …}]}
-      --only SECTION  run only "matmul" or "step" (the training step of the MNIST models)
+                             "training_step": [{"model", "threads", "ms_per_step", …}],
+                             "routing_share": [{"threads", "share", "share_excluding_gate", "phases_ms", …}]}
+      --only SECTION  run only "matmul" or "step" (the training step of the MNIST models,
+                      and the share of the MoE step spent routing: RoutingShare.swift)
     """)
     exit(0)
 }
@@ -120,6 +122,8 @@ for threads in only == "matmul" ? [] : Set([1, allCores]).sorted() {
     stepRows.append(StepRow(model: "moe", threads: threads, ms: 1e3 * stepSeconds(MoEClassifier(rng: &rng), threads: threads)))
     stepRows.append(StepRow(model: "dense", threads: threads, ms: 1e3 * stepSeconds(DenseClassifier(rng: &rng), threads: threads)))
 }
+// The share of the MoE step spent routing, phase by phase (RoutingShare.swift).
+let routingRows = (only == "matmul" ? [] : Set([1, allCores]).sorted()).map { measureRoutingShare(threads: $0) }
 // 5,000 images / 64 = 79 steps per epoch, 30 epochs.
 let stepsPerRun = 79.0 * 30
 
@@ -133,31 +137,56 @@ if json {
         ["model": r.model, "threads": r.threads, "ms_per_step": (r.ms * 1000).rounded() / 1000,
          "estimated_train_seconds_30_epochs": (r.ms * stepsPerRun / 10).rounded() / 100]
     }
-    let data = try! JSONSerialization.data(withJSONObject: ["matmul": entries, "training_step": steps],
+    let routingShare = routingRows.map { r -> [String: Any] in
+        ["threads": r.threads, "ms_per_step": (r.stepMs * 1000).rounded() / 1000,
+         "share": (r.share * 1e4).rounded() / 1e4, "share_excluding_gate": (r.shareWithoutGate * 1e4).rounded() / 1e4,
+         "phases_ms": Dictionary(uniqueKeysWithValues: RoutingPhase.allCases.map { ($0.name, (r.phaseMs[$0]! * 1e4).rounded() / 1e4) })]
+    }
+    let data = try! JSONSerialization.data(withJSONObject: ["matmul": entries, "training_step": steps,
+                                                            "routing_share": routingShare],
                                            options: [.prettyPrinted, .sortedKeys])
     print(String(decoding: data, as: UTF8.self))
 } else {
-    print("matmul GFLOP/s, median (\(allCores) cores available)")
-    let header = ["M×K×N", "", "variant", "tiled 1 thread", "tiled \(allCores) threads", "naive"]
-    var table: [[String]] = [header]
-    for s in shapes {
-        for v in variants {
-            let r = rows.filter { $0.shape.m == s.m && $0.shape.k == s.k && $0.shape.n == s.n && $0.variant == v.name }
-            func g(_ t: String) -> String { r.first { $0.threads == t }.map { String(format: "%.1f", $0.gflops) } ?? "-" }
-            table.append(["\(s.m)×\(s.k)×\(s.n)", s.note, v.name, g("1"), g(String(allCores)), g("naive")])
+    if only != "step" {
+        print("matmul GFLOP/s, median (\(allCores) cores available)")
+        let header = ["M×K×N", "", "variant", "tiled 1 thread", "tiled \(allCores) threads", "naive"]
+        var table: [[String]] = [header]
+        for s in shapes {
+            for v in variants {
+                let r = rows.filter { $0.shape.m == s.m && $0.shape.k == s.k && $0.shape.n == s.n && $0.variant == v.name }
+                func g(_ t: String) -> String { r.first { $0.threads == t }.map { String(format: "%.1f", $0.gflops) } ?? "-" }
+                table.append(["\(s.m)×\(s.k)×\(s.n)", s.note, v.name, g("1"), g(String(allCores)), g("naive")])
+            }
+        }
+        let widths = (0..<header.count).map { c in table.map { $0[c].count }.max()! }
+        for (i, line) in table.enumerated() {
+            print(line.enumerated().map { c, cell in
+                c < 3 ? cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
+                      : String(repeating: " ", count: widths[c] - cell.count) + cell
+            }.joined(separator: "  "))
+            if i == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
         }
     }
-    let widths = (0..<header.count).map { c in table.map { $0[c].count }.max()! }
-    for (i, line) in table.enumerated() {
-        print(line.enumerated().map { c, cell in
-            c < 3 ? cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
-                  : String(repeating: " ", count: widths[c] - cell.count) + cell
-        }.joined(separator: "  "))
-        if i == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
-    }
-    print("\ntraining step, batch 64 (forward + backward + Adam), median")
-    for r in stepRows {
-        print(String(format: "  %-5@  %d thread(s)  %7.3f ms/step  → %5.2f s for 30 epochs of 5,000 images",
-                     r.model, r.threads, r.ms, r.ms * stepsPerRun / 1000))
+    if only != "matmul" {
+        print("\ntraining step, batch 64 (forward + backward + Adam), median")
+        for r in stepRows {
+            print(String(format: "  %-5@  %d thread(s)  %7.3f ms/step  → %5.2f s for 30 epochs of 5,000 images",
+                         r.model, r.threads, r.ms, r.ms * stepsPerRun / 1000))
+        }
+        print("\nshare of the MoE training step spent routing (gate, router, dispatch, combine; RoutingShare.swift),")
+        print("median of 200 steps, ms per phase")
+        let columns = ["threads", "step"] + RoutingPhase.allCases.map(\.name) + ["routing", "without gate"]
+        func cells(_ values: [String]) -> String {
+            zip(columns, values).map { String(repeating: " ", count: max(0, max($0.count, 7) - $1.count)) + $1 }
+                .joined(separator: "  ")
+        }
+        print("  " + cells(columns))
+        for r in routingRows {
+            let values = [String(r.threads), String(format: "%.3f", r.stepMs)]
+                + RoutingPhase.allCases.map { String(format: "%.3f", r.phaseMs[$0]!) }
+                + [String(format: "%.1f%%", 100 * r.share), String(format: "%.1f%%", 100 * r.shareWithoutGate)]
+            print("  " + cells(values) +
+                  (r.share < 0.15 ? "" : "   (above the 15% goal)"))
+        }
     }
 }

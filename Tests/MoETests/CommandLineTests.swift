@@ -138,7 +138,12 @@ final class CommandLineTests: XCTestCase {
 
         let documented = ["--train-size", "--epochs", "--batch-size", "--lr", "--aux-weight", "--experts", "--top-k",
                           "--hidden", "--expert-hidden", "--model", "--seed", "--threads", "--data-dir", "--no-download",
-                          "--out", "--init", "--resume", "--no-shuffle", "-h", "--help"]
+                          "--out", "--init", "--resume", "--no-shuffle", "-h", "--help",
+                          // routing and balancing
+                          "--router", "--order", "--no-renormalize", "--temperature", "--temperature-end",
+                          "--temperature-schedule", "--expert-dropout", "--capacity", "--overflow", "--shared-experts",
+                          "--balance", "--z-weight", "--bias-rate", "--groups", "--top-groups", "--routed-scaling",
+                          "--expert-choice-factor"]
         let parsed = try flagsInParser()
         XCTAssertEqual(parsed, Set(documented), "the parser's flags and this list drifted apart")
         // Each flag as a word of its own (so "--epochs" is not found inside "--epochs-x").
@@ -170,6 +175,15 @@ final class CommandLineTests: XCTestCase {
             (["--experts", "8", "--top-k", "9"], "--top-k", "--experts 8"),
             (["--model", "sparse"], "--model", "'sparse'"),
             (["--seed", "-3"], "--seed", "'-3'"),
+            (["--router", "magic"], "--router", "'magic'"),
+            (["--order", "backwards"], "--order", "'backwards'"),
+            (["--overflow", "random"], "--overflow", "'random'"),
+            (["--balance", "switch,foo"], "--balance", "'foo'"),
+            (["--balance", "z,z"], "--balance", "twice"),
+            (["--temperature-schedule", "constant"], "--temperature-schedule", "'constant'"),
+            (["--capacity", "0"], "--capacity", "'0'"),
+            (["--router", "deepseek", "--groups", "3"], "--groups", "divide the 8 experts"),
+            (["ablate", "--init", "w.safetensors"], "--init", "from scratch"),
         ]
         for (arguments, flag, says) in cases {
             let outcome = try run(guardrails + arguments)
@@ -313,6 +327,65 @@ final class CommandLineTests: XCTestCase {
     /// 512 images, 1 epoch, both models: status 0, the tables, and every file of --out,
     /// each read back. Then --resume continues the MoE to epoch 2, and lands on exactly
     /// the weights a straight 2-epoch run gives.
+    /// Routing flags reach the model: Switch top-1 with a capacity and a shared
+    /// expert; the report says what capacity dropped, summary.json records the setup.
+    func testRoutingFlagsChangeTheModelAndAreRecorded() throws {
+        let data = try requireMNIST()
+        let out = try temporaryDirectory("routing")
+        let outcome = try run(["--data-dir", data.path, "--no-download", "--train-size", "256", "--epochs", "1",
+                               "--model", "moe", "--router", "switch", "--capacity", "1", "--overflow", "score",
+                               "--shared-experts", "1", "--balance", "switch,z", "--out", out.path], timeout: 600)
+        XCTAssertEqual(outcome.status, 0, outcome.summary)
+        guard outcome.status == 0 else { return }
+        XCTAssertTrue(outcome.stdout.contains("MoE routing: switch top-1, capacity 1.0 score, 1 shared, switch α=0.1 + z 0.001"),
+                      outcome.stdout)
+        XCTAssertTrue(outcome.stdout.contains("Capacity dropped"), outcome.stdout)
+        XCTAssertTrue(outcome.stdout.contains("perfect balance 1, total collapse 8"), "top-1: balanced Switch loss is 1")
+        let summary = try readJSON(out.appendingPathComponent("summary.json"))
+        let routing = try XCTUnwrap((summary["config"] as? [String: Any])?["routing"] as? [String: Any])
+        XCTAssertEqual(routing["router"] as? String, "switch")
+        XCTAssertEqual(routing["k"] as? Int, 1)
+        XCTAssertEqual(routing["capacity_factor"] as? Double, 1)
+        XCTAssertEqual(routing["overflow"] as? String, "score")
+        XCTAssertEqual(routing["shared_experts"] as? Int, 1)
+        XCTAssertEqual(routing["balancing"] as? [String], ["switch", "z"])
+        let model = try XCTUnwrap((summary["models"] as? [[String: Any]])?.first)
+        // 8 routed experts + 1 shared, top-1: the gate, one routed and the shared expert per image.
+        let expert = 2 * 256 * 128 + 128 + 256
+        XCTAssertEqual(model["params_total"] as? Int, 732_946 + expert)
+        XCTAssertEqual(model["params_active"] as? Int, 337_426)
+    }
+
+    /// `ablate` trains every preset once and writes one entry per configuration.
+    func testAblateRunsEveryPresetAndWritesTheTable() throws {
+        let data = try requireMNIST()
+        let out = try temporaryDirectory("ablate")
+        let outcome = try run(["ablate", "--data-dir", data.path, "--no-download", "--train-size", "128",
+                               "--epochs", "1", "--out", out.path], timeout: 600)
+        XCTAssertEqual(outcome.status, 0, outcome.summary)
+        guard outcome.status == 0 else { return }
+        XCTAssertTrue(outcome.stdout.contains("Routing ablation"), outcome.stdout)
+        let summary = try readJSON(out.appendingPathComponent("summary.json"))
+        let configurations = try XCTUnwrap(summary["configurations"] as? [[String: Any]], "configurations")
+        XCTAssertGreaterThanOrEqual(configurations.count, 15)
+        let routers = Set(configurations.compactMap { ($0["routing"] as? [String: Any])?["router"] as? String })
+        XCTAssertEqual(routers, Set(RoutingSetup.routers), "every router appears in the preset list")
+        for c in configurations {
+            let name = c["name"] as? String ?? "?"
+            XCTAssertTrue(outcome.stdout.contains(name), "\(name) has a row")
+            assertDistribution(c["expert_usage"], count: 8, "\(name): expert_usage")
+            let dropped = try XCTUnwrap(c["dropped_share"] as? Double, name)
+            let hasCapacity = (c["routing"] as? [String: Any])?["capacity_factor"] != nil
+            XCTAssertTrue(hasCapacity || dropped == 0, "\(name): only a capacity drops slots")
+            let entropy = try XCTUnwrap(c["router_entropy"] as? Double, name)
+            XCTAssertTrue(entropy >= 0 && entropy <= log(8) + 1e-9, "\(name): entropy \(entropy)")
+            let top2 = try XCTUnwrap(c["top2_share"] as? Double, name)
+            XCTAssertTrue(top2 >= 0.25 - 1e-9 && top2 <= 1 + 1e-9, "\(name): two experts hold at least 2/8")
+        }
+        let svg = try readSVG(out.appendingPathComponent("ablation.svg"))
+        XCTAssertGreaterThanOrEqual(svg.counts["rect", default: 0], configurations.count, "a bar per configuration")
+    }
+
     func testATinyRealRunWritesEverythingAndResumes() throws {
         let data = try requireMNIST()
         let work = try temporaryDirectory("run")

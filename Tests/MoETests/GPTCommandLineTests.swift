@@ -132,6 +132,10 @@ final class GPTCommandLineTests: XCTestCase {
             (["compare", "--preset", "dense"], "--preset", "compare runs every preset"),
             (["--steps", "5", "compare"], "compare", "must come first"),
             (["--timing-rounds", "5"], "--timing-rounds", "is for compare"),
+            (["--router", "magic"], "--router", "'magic'"),
+            (["--balance", "switch,l2"], "--balance", "'l2'"),
+            (["--router", "deepseek", "--groups", "3"], "--groups", "must divide"),
+            (["--temperature-schedule", "step"], "--temperature-schedule", "'step'"),
         ]
         for (arguments, flag, says) in cases {
             let outcome = try run(arguments)
@@ -248,6 +252,29 @@ final class GPTCommandLineTests: XCTestCase {
         XCTAssertEqual(sample.stdout.count, "the ".count + 30 + 1, "prompt, 30 characters, newline")
         let again = try run(["sample", "--checkpoint", checkpoint.path, "--prompt", "the ", "--length", "30", "--seed", "4"])
         XCTAssertEqual(again.stdout, sample.stdout, "seeded")
+    }
+
+    /// Routing flags reach the MoE layers: a DeepSeek-V3 router with the
+    /// auxiliary-loss-free bias and the z-loss, and an annealed temperature,
+    /// recorded in summary.json and in the checkpoint.
+    func testRoutingFlagsReachTheModel() throws {
+        let out = try temporaryDirectory("routing")
+        let outcome = try run(["--router", "deepseek", "--top-k", "2", "--groups", "2", "--top-groups", "1",
+                               "--balance", "bias,z", "--temperature", "2", "--temperature-end", "1"]
+                              + tiny + ["--out", out.path])
+        XCTAssertEqual(outcome.status, 0, outcome.summary)
+        XCTAssertTrue(outcome.stdout.contains("deepseek k=2"), outcome.stdout)
+        let (model, _, _) = try GPTCheckpoint.load(from: out.appendingPathComponent("baseline.safetensors"))
+        XCTAssertEqual(model.config.routing.router, "deepseek")
+        XCTAssertEqual(model.config.routing.balancing, ["bias", "z"])
+        XCTAssertEqual(model.config.routing.temperature, TemperatureSchedule(start: 2, end: 1, shape: .linear))
+        XCTAssertEqual(model.namedBuffers.map(\.name), ["blocks.1.moe.balancing.0.bias"])
+        let summary = try readJSON(out.appendingPathComponent("summary.json"))
+        let models = try XCTUnwrap(summary["models"] as? [[String: Any]])
+        XCTAssertEqual((models.first?["routing"] as? [String: Any])?["router"] as? String, "deepseek")
+        XCTAssertEqual((summary["config"] as? [String: Any])?["routing_flags"] as? [String],
+                       ["--router", "deepseek", "--top-k", "2", "--groups", "2", "--top-groups", "1", "--balance", "bias,z",
+                        "--temperature", "2.0→1.0 linear"])
     }
 
     /// `train` with the BPE tokenizer: the tokenizer is trained, saved and used, and a sample is printed.

@@ -223,7 +223,7 @@ final class GPTLayerTests: XCTestCase {
         var rng = Xoshiro256(seed: 37)
         var config = GPTConfig()
         config.vocabularySize = 13; config.contextLength = 8; config.width = 16; config.heads = 2
-        config.hidden = 24; config.layers = 2; config.moeLayers = [1]; config.experts = 3; config.topK = 1
+        config.hidden = 24; config.layers = 2; config.moeLayers = [1]; config.experts = 3; config.routing.k = 1
         let model = GPT(config: config, rng: &rng)
         let tokens = (0..<8).map { _ in rng.below(13) }
         let before = model.forward(tokens: tokens, batch: 1)

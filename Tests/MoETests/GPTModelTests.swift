@@ -9,8 +9,8 @@ func tinyGPTConfig(moeLayers: [Int], tie: Bool, topK: Int = 2) -> GPTConfig {
     var config = GPTConfig()
     config.vocabularySize = 11; config.contextLength = 6; config.layers = 2
     config.width = 8; config.heads = 2; config.hidden = 12
-    config.moeLayers = moeLayers; config.experts = 4; config.topK = topK
-    config.auxLossWeight = 0.3   // large, so a wrong aux gradient would show
+    config.moeLayers = moeLayers; config.experts = 4; config.routing.k = topK
+    config.routing.auxWeight = 0.3   // large, so a wrong aux gradient would show
     config.tieWeights = tie
     return config
 }
@@ -82,14 +82,15 @@ final class GPTModelTests: XCTestCase {
     func testTopOneRouterLearnsFromTheTask() {
         var rng = Xoshiro256(seed: 45)
         var config = tinyGPTConfig(moeLayers: [1], tie: true, topK: 1)
-        config.auxLossWeight = 0
-        XCTAssertFalse(config.renormalizesGates)
-        XCTAssertTrue(tinyGPTConfig(moeLayers: [1], tie: true, topK: 2).renormalizesGates)
+        config.routing.auxWeight = 0
+        XCTAssertTrue(config.routing.renormalize, "asked for, but…")
+        XCTAssertFalse(config.layerRouting.renormalize, "…not used with k = 1")
+        XCTAssertTrue(tinyGPTConfig(moeLayers: [1], tie: true, topK: 2).layerRouting.renormalize)
         let model = GPT(config: config, rng: &rng)
         let tokens = (0..<10).map { _ in rng.below(11) }, targets = (0..<10).map { _ in rng.below(11) }
         model.zeroGrad()
         model.backward(GPT.crossEntropy(logits: model.forward(tokens: tokens, batch: 2), targets: targets).gradient)
-        let router = model.moeLayers[0].moe.gate.router.weight.grad
+        let router = model.moeLayers[0].moe.gate.weight.grad
         XCTAssertGreaterThan(router.data.map(abs).max()!, 1e-6, "the router got no gradient from the task")
     }
 

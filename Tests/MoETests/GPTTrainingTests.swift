@@ -17,7 +17,7 @@ final class GPTTrainingTests: XCTestCase {
         var config = GPTConfig()
         config.vocabularySize = tokenizer.vocabularySize; config.contextLength = 32
         config.layers = 2; config.width = 32; config.heads = 2; config.hidden = 64
-        config.moeLayers = moe ? [1] : []; config.experts = 4; config.topK = 1; config.auxLossWeight = 0.01
+        config.moeLayers = moe ? [1] : []; config.experts = 4; config.routing.k = 1; config.routing.auxWeight = 0.01
         var rng = Xoshiro256(seed: 11)
         let model = GPT(config: config, rng: &rng)
         var training = LanguageModelTrainingConfig()
@@ -116,6 +116,32 @@ final class GPTTrainingTests: XCTestCase {
             let tokens = Array(tokenizer.encode("to be or").prefix(config.contextLength))
             XCTAssertEqual(loaded.forward(tokens: tokens, batch: 1), model.forward(tokens: tokens, batch: 1))
         }
+
+        // Any routing comes back: a noisy router (weights of its own), a temperature
+        // schedule, a capacity, and the auxiliary-loss-free bias (a buffer, not a weight).
+        var config = tinyGPTConfig(moeLayers: [1], tie: true)
+        config.routing.router = "noisy"
+        config.routing.balancing = ["switch", "bias"]
+        config.routing.temperature = TemperatureSchedule(start: 2, end: 0.5, shape: .cosine)
+        config.routing.capacityFactor = 1.25
+        config.routerSeed = 9
+        let tokenizer = CharTokenizer(training: "abcdefghij")
+        config.vocabularySize = tokenizer.vocabularySize
+        var rng = Xoshiro256(seed: 13)
+        let model = GPT(config: config, rng: &rng)
+        _ = model.forward(tokens: [1, 2, 3, 4, 5, 6], batch: 1)
+        model.afterStep()   // moves the bias away from zero
+        let buffers = model.namedBuffers
+        XCTAssertEqual(buffers.map(\.name), ["blocks.1.moe.balancing.1.bias"])
+        XCTAssertTrue(buffers[0].value.data.contains { $0 != 0 })
+        let url = folder.appendingPathComponent("noisy.safetensors")
+        try GPTCheckpoint.save(model, tokenizer: tokenizer, to: url)
+        let (loaded, _, _) = try GPTCheckpoint.load(from: url)
+        XCTAssertEqual(loaded.config, config, "routing settings, seeds and all")
+        XCTAssertTrue(loaded.namedParameters.contains { $0.name == "blocks.1.moe.router.noise.weight" }, "the noisy router's own weights")
+        XCTAssertEqual(loaded.namedBuffers.map(\.value), buffers.map(\.value))
+        model.setMode(training: false, progress: 1); loaded.setMode(training: false, progress: 1)
+        XCTAssertEqual(loaded.forward(tokens: [1, 2, 3, 4, 5, 6], batch: 1), model.forward(tokens: [1, 2, 3, 4, 5, 6], batch: 1))
 
         let other = folder.appendingPathComponent("other.safetensors")
         try Safetensors.write([("w", Tensor.zeros([2]))], metadata: [:], to: other)

@@ -54,7 +54,8 @@ final class MoELayerTests: XCTestCase {
     func testTopKGatingGradient() {
         for renormalize in [true, false] {
             var rng = Xoshiro256(seed: 20)
-            let gate = TopKGating(modelDim: 6, experts: 5, k: 2, renormalize: renormalize, rng: &rng)
+            let linear = Linear(inFeatures: 6, outFeatures: 5, rng: &rng)   // the MoE layer's gate
+            let gate = TopKGating(experts: 5, k: 2, renormalize: renormalize)
             let x = Tensor.uniform([7, 6], low: -2, high: 2, rng: &rng)
             let reward = Tensor.uniform([7, 5], low: -1, high: 1, rng: &rng)
             let alpha: Float = 0.3
@@ -65,18 +66,20 @@ final class MoELayerTests: XCTestCase {
                 } }
                 return s + Double(alpha) * SwitchLoadBalancingLoss(routing: r).value
             }
-            let choice = chosenSets(gate.forward(x))
+            func route(_ x: Tensor) -> Routing { gate.route(logits: linear.forward(x), context: RoutingContext()) }
+            let choice = chosenSets(route(x))
             // The choice must not change under the ±ε perturbations: asserted below.
-            let report = GradientCheck.check(parameters: gate.namedParameters, input: x, loss: { x in
-                let r = gate.forward(x!)
+            let report = GradientCheck.check(parameters: linear.namedParameters, input: x, loss: { x in
+                let r = route(x!)
                 XCTAssertEqual(chosenSets(r), choice, "a perturbation changed the routing; pick a larger gap")
                 return loss(r)
             }, backward: { x in
-                let r = gate.forward(x!)
+                let r = route(x!)
                 var dw = Tensor.zeros([7, 2])
                 for t in 0..<7 { for j in 0..<2 { dw.data[t * 2 + j] = reward.data[t * 5 + r.experts[t * 2 + j]] } }
                 let aux = SwitchLoadBalancingLoss(routing: r)
-                return gate.backward(weightGradient: dw, probabilityGradient: aux.probabilityGradient(tokens: 7, scale: alpha))
+                return linear.backward(gate.backward(weightGradient: dw,
+                                                     probabilityGradient: aux.probabilityGradient(tokens: 7, scale: alpha)))
             })
             assertGradientsMatch(report, "TopKGating renormalize=\(renormalize)")
         }
@@ -93,7 +96,7 @@ final class MoELayerTests: XCTestCase {
         let report = GradientCheck.check(parameters: layer.namedParameters, input: x, maxElements: 40, loss: { x in
             let y = layer.forward(x!)
             XCTAssertEqual(chosenSets(layer.lastRouting!), choice, "a perturbation changed the routing")
-            return GradientCheck.dot(y, r) + Double(layer.auxLossWeight) * layer.auxLoss.value
+            return GradientCheck.dot(y, r) + layer.weightedAuxLoss
         }, backward: { x in
             _ = layer.forward(x!)
             return layer.backward(r)

@@ -420,7 +420,7 @@ final class TrainingTests: XCTestCase {
         let model = makeMoE(seed: 0)
         train(model, on: labeled(data.train, 640), epochs: 1)
         let testSet = labeled(data.test, data.test.count)
-        let k = model.moe.gate.k, e = model.moe.experts.count
+        let k = model.moe.router.slots, e = model.moe.experts.count
         XCTAssertEqual([k, e], [2, 8])
 
         let report = Trainer.routingReport(of: model, on: testSet)

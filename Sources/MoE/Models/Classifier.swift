@@ -31,9 +31,21 @@ public protocol Classifier: AnyObject {
     var namedParameters: [(name: String, parameter: Parameter)] { get }
     /// Parameters one input uses.
     var activeParameterCount: Int { get }
+    /// Training (router noise, expert dropout on) or evaluation, and how far
+    /// training has got (0 → 1) for schedules. Dense models ignore it.
+    func setMode(training: Bool, progress: Double)
+    /// After each optimiser step (the auxiliary-loss-free bias updates here).
+    func afterStep()
+    /// State saved beside the weights that is not trained by the optimiser.
+    var namedBuffers: [(name: String, value: Tensor)] { get }
+    func restoreBuffer(named name: String, value: Tensor) throws
 }
 
 extension Classifier {
+    public func setMode(training: Bool, progress: Double) {}
+    public func afterStep() {}
+    public var namedBuffers: [(name: String, value: Tensor)] { [] }
+    public func restoreBuffer(named name: String, value: Tensor) throws {}
     public var parameters: [Parameter] { namedParameters.map(\.parameter) }
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
     public func zeroGrad() { for p in parameters { p.zeroGrad() } }
@@ -47,13 +59,38 @@ public final class MoEClassifier: Classifier {
     public let output: Linear    // W [C, D]
     public var name: String { "moe" }
 
-    public init(inputSize: Int = 784, hidden: Int = 256, expertHidden: Int = 128, experts: Int = 8,
+    public convenience init(inputSize: Int = 784, hidden: Int = 256, expertHidden: Int = 128, experts: Int = 8,
                 topK: Int = 2, classes: Int = 10, auxLossWeight: Float = 0.1, renormalize: Bool = true,
                 rng: inout Xoshiro256) {
+        self.init(inputSize: inputSize, hidden: hidden, classes: classes, rng: &rng) { rng in
+            MoELayer(modelDim: hidden, hiddenDim: expertHidden, experts: experts, k: topK,
+                     auxLossWeight: auxLossWeight, renormalize: renormalize, rng: &rng)
+        }
+    }
+
+    /// With any MoE layer (another router, balancing, capacity, shared experts).
+    /// `makeLayer` draws its weights from `rng` between the input and output layers'.
+    public init(inputSize: Int = 784, hidden: Int = 256, classes: Int = 10, rng: inout Xoshiro256,
+                makeLayer: (inout Xoshiro256) -> MoELayer) {
         input = Linear(inFeatures: inputSize, outFeatures: hidden, rng: &rng)
-        moe = MoELayer(modelDim: hidden, hiddenDim: expertHidden, experts: experts, k: topK,
-                       auxLossWeight: auxLossWeight, renormalize: renormalize, rng: &rng)
+        moe = makeLayer(&rng)
+        precondition(moe.modelDim == hidden, "MoEClassifier: the MoE layer is \(moe.modelDim) wide, the model \(hidden)")
         output = Linear(inFeatures: hidden, outFeatures: classes, rng: &rng)
+    }
+
+    public func setMode(training: Bool, progress: Double) {
+        moe.training = training
+        moe.progress = progress
+    }
+
+    public func afterStep() { moe.afterStep() }
+
+    public var namedBuffers: [(name: String, value: Tensor)] {
+        moe.namedBuffers.map { ("moe." + $0.name, $0.value) }
+    }
+
+    public func restoreBuffer(named name: String, value: Tensor) throws {
+        if name.hasPrefix("moe.") { try moe.restoreBuffer(named: String(name.dropFirst(4)), value: value) }
     }
 
     public func forward(_ x: Tensor) -> Tensor {
@@ -70,8 +107,8 @@ public final class MoEClassifier: Classifier {
         input.backwardParameters(g)
     }
 
-    public var auxLoss: Double { moe.auxLoss.value }
-    public var weightedAuxLoss: Double { Double(moe.auxLossWeight) * moe.auxLoss.value }
+    public var auxLoss: Double { moe.auxLoss }
+    public var weightedAuxLoss: Double { moe.weightedAuxLoss }
 
     public var namedParameters: [(name: String, parameter: Parameter)] {
         prefixed("input", input.namedParameters) + prefixed("moe", moe.namedParameters)

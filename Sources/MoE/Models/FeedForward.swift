@@ -9,7 +9,8 @@
 //
 //   * dense: one `Expert` with GELU, Linear(C→H) → GELU → Linear(H→C), GPT-2's MLP
 //     (a dense FFN *is* an MoE with one expert that every token uses);
-//   * sparse: an `MoELayer` of GELU experts with its router and balancing loss.
+//   * sparse: an `MoELayer` of GELU experts with any router and balancing methods
+//     of Router.swift and RoutingSetup.swift.
 //
 // What the block's owner does need to know, the auxiliary loss and the number
 // of parameters a token uses, is part of the protocol; a dense FFN answers 0
@@ -19,22 +20,19 @@
 
 /// The feed-forward sublayer of a transformer block.   x [N, C] -> y [N, C]
 public protocol FeedForward: Layer {
-    /// The unweighted auxiliary (load-balancing) loss of the last forward; 0 for a dense FFN.
-    var auxiliaryLoss: Double { get }
-    /// Its weight α in the training loss; 0 for a dense FFN. Backward already
-    /// includes α·∂aux, so the model only adds α·aux to the reported loss.
-    var auxiliaryLossWeight: Double { get }
+    /// Σ α·value over the layer's balancing methods in the last forward (the
+    /// Switch loss, z-loss, …); 0 for a dense FFN. Backward already includes
+    /// their gradients, so the model only adds this to the reported loss.
+    var weightedAuxiliaryLoss: Double { get }
     /// Parameters one token uses: all of them for a dense FFN, router + k experts for an MoE.
     var activeParameterCount: Int { get }
 }
 
 extension Expert: FeedForward {
-    public var auxiliaryLoss: Double { 0 }
-    public var auxiliaryLossWeight: Double { 0 }
+    public var weightedAuxiliaryLoss: Double { 0 }
     public var activeParameterCount: Int { parameterCount }
 }
 
 extension MoELayer: FeedForward {
-    public var auxiliaryLoss: Double { auxLoss.value }
-    public var auxiliaryLossWeight: Double { Double(auxLossWeight) }
+    public var weightedAuxiliaryLoss: Double { weightedAuxLoss }
 }

@@ -34,20 +34,31 @@ public struct GPTConfig: Equatable {
     /// Blocks (0-based) whose feed-forward is an MoE layer; the rest are dense.
     public var moeLayers: [Int] = []
     public var experts = 8
-    public var topK = 1
-    /// α, the weight of each MoE layer's load-balancing loss.
-    public var auxLossWeight: Float = 0.01
+    /// How every MoE layer routes and balances: the router, k, the balancing
+    /// methods and their weights, a temperature schedule, a capacity, shared
+    /// experts (RoutingSetup.swift; the same settings mnist-moe uses).
+    public var routing = RoutingSetup()
+    /// Seed of the routers' own random draws (noise, expert dropout); layer l uses seed + l.
+    public var routerSeed: UInt64 = 0
     /// Use the token embedding table as the output head.
     public var tieWeights = true
 
     public init() {}
 
-    /// Whether an MoE layer renormalises its chosen experts' router probabilities
-    /// to sum to 1 (Mixtral's top-2) or uses them as they are (Switch's top-1).
-    /// Only for k ≥ 2: with k = 1 the renormalised weight is p/p = 1 whatever
-    /// the router says, its gradient is exactly 0, and the router would learn
-    /// from the balancing loss alone, never from the task (Notebooks/part4-gpt.md, §5).
-    public var renormalizesGates: Bool { topK > 1 }
+    /// The routing the MoE layers are built with: `routing`, except that a
+    /// top-1 softmax router never renormalises. With k = 1 the renormalised
+    /// weight is p/p = 1 whatever the router says, its gradient is exactly 0,
+    /// and the router would learn from the balancing loss alone, never from the
+    /// task; unrenormalised, it is Switch's gate, y = p·Expert(x)
+    /// (Notebooks/part4-gpt.md, §5).
+    public var layerRouting: RoutingSetup {
+        var r = routing
+        if r.router == "topk" && r.k == 1 { r.renormalize = false }
+        return r
+    }
+
+    /// Experts per token in an MoE layer (1 for the Switch router).
+    public var topK: Int { routing.router == "switch" ? 1 : routing.k }
 
     /// "Every other layer", the notes' placement: blocks 1, 3, 5, …
     public static func everyOtherLayer(of layers: Int) -> [Int] { Array(stride(from: 1, to: layers, by: 2)) }
@@ -75,9 +86,9 @@ public final class GPT {
         for l in 0..<config.layers {
             let ffn: FeedForward
             if config.moeLayers.contains(l) {
-                ffn = MoELayer(modelDim: config.width, hiddenDim: config.hidden, experts: config.experts,
-                               k: config.topK, auxLossWeight: config.auxLossWeight, activation: .gelu,
-                               renormalize: config.renormalizesGates, rng: &rng)
+                ffn = config.layerRouting.makeLayer(modelDim: config.width, hiddenDim: config.hidden,
+                                                    experts: config.experts, activation: .gelu,
+                                                    seed: config.routerSeed &+ UInt64(l), rng: &rng)
             } else {
                 ffn = Expert(modelDim: config.width, hiddenDim: config.hidden, activation: .gelu, rng: &rng)
             }
@@ -115,7 +126,30 @@ public final class GPT {
 
     /// Σ over MoE layers of α·aux from the last forward (0 for a dense model).
     public var weightedAuxiliaryLoss: Double {
-        blocks.reduce(0) { $0 + $1.feedForward.auxiliaryLossWeight * $1.feedForward.auxiliaryLoss }
+        blocks.reduce(0) { $0 + $1.feedForward.weightedAuxiliaryLoss }
+    }
+
+    /// Training (router noise and expert dropout on) or evaluation, and how far
+    /// training has got (0 → 1) for schedules such as the router temperature.
+    public func setMode(training: Bool, progress: Double) {
+        for (_, moe) in moeLayers { moe.training = training; moe.progress = progress }
+    }
+
+    /// After an optimiser step: balancing methods that adjust themselves (the
+    /// auxiliary-loss-free bias) look at the step's routing.
+    public func afterStep() { for (_, moe) in moeLayers { moe.afterStep() } }
+
+    /// Routing state that is not a weight (the auxiliary-loss-free bias), named
+    /// like the parameters: "blocks.1.moe.balancing.0.bias".
+    public var namedBuffers: [(name: String, value: Tensor)] {
+        moeLayers.flatMap { l, moe in moe.namedBuffers.map { (name: "blocks.\(l).moe." + $0.name, value: $0.value) } }
+    }
+
+    /// Restores a buffer saved under a `namedBuffers` name.
+    public func restoreBuffer(named name: String, value: Tensor) throws {
+        for (l, moe) in moeLayers where name.hasPrefix("blocks.\(l).moe.") {
+            try moe.restoreBuffer(named: String(name.dropFirst("blocks.\(l).moe.".count)), value: value)
+        }
     }
 
     /// tokens [B·T] -> logits [B·T, V]. Row b·T + t scores the token after tokens[b·T + t].
@@ -159,6 +193,7 @@ public final class GPT {
     /// - Complexity: `count` forward passes of at most T tokens.
     public func generate(prompt: [Int], count: Int, temperature: Float = 1, topK: Int = 0,
                          rng: inout Xoshiro256) -> [Int] {
+        setMode(training: false, progress: 1)   // no router noise, no expert dropout
         var tokens = prompt.isEmpty ? [0] : prompt
         let v = config.vocabularySize
         for _ in 0..<count {

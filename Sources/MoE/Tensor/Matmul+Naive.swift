@@ -5,8 +5,9 @@
 // It is slow (no tiling, no SIMD, no threads) and obviously right, which is its
 // job: the tests compare the tiled kernel in Matmul.swift against it on every
 // awkward shape, and moe-bench prints its speed beside the kernel's so the
-// reader sees what tiling and packing buy. Accumulates in Double so that it is
-// a slightly *better* answer than the kernel, not an equally rounded one.
+// reader sees what tiling and packing buy (Notebooks/part2-implementation.md, §8).
+// Accumulates in Double so that it is a slightly *better* answer than the
+// kernel, not an equally rounded one.
 
 /// C = op(A) · op(B) by the textbook triple loop. Same arguments as `matmul`.
 public func naiveMatmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {

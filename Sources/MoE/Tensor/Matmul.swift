@@ -127,10 +127,12 @@ enum Gemm {
     static let nr = 32
     /// K slice: a packed B panel is kc × nr = 256 × 32 floats = 32 KiB.
     static let kc = 256
-    /// Below this many FLOPs (2·M·N·K), one thread is faster than waking others:
-    /// dispatching to a second core costs a few microseconds, about what one
-    /// core needs for 2^20 FLOPs at ~100 GFLOP/s. Measured with moe-bench.
-    static let parallelThreshold = 1 << 21
+    /// Below this many FLOPs (2·M·N·K), one thread is as fast as two: waking a
+    /// second core costs microseconds, and each strip packs its own copy of the
+    /// shared operand. moe-bench measured 64×784×256 (2^24.6 FLOPs) barely
+    /// faster on 2 threads, 512³ 1.7× faster, and a whole dense training step
+    /// slower when its 4-MFLOP products were split too.
+    static let parallelThreshold = 1 << 24
 
     /// C[M,N] (+)= A[M,K] · B[K,N] with A and B given by strides and C row-major
     /// with leading dimension `ldc`.
@@ -143,6 +145,30 @@ enum Gemm {
         }
         let flops = 2 * m * n * k
         let threads = flops >= parallelThreshold ? threads : 1
+        // Fewer columns than one 32-wide panel (the router's 8 experts, the
+        // classifier's 10 classes) would leave most of the register tile empty.
+        // Two ways around it, both measured with moe-bench:
+        //   A·B:  B is only N·K floats; copy it into rows of K ([N, K], a
+        //         packing like any other) and use the dot-product kernel below.
+        //   Aᵀ·B: compute Cᵀ = Bᵀ·A [N, M] instead, where the wide side M fills
+        //         the tile, then transpose that small result into C.
+        var b = b
+        var packedTransposeB: UnsafeMutablePointer<Float>? = nil
+        defer { packedTransposeB?.deallocate() }
+        if n < nr && b.rowStride != 1 {
+            if a.colStride == 1 {
+                let bt = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
+                for p in 0..<k {
+                    let src = b.base! + p * b.rowStride
+                    for j in 0..<n { bt[j * k + p] = src[j * b.colStride] }
+                }
+                packedTransposeB = bt
+                b = StridedMatrix(base: bt, rowStride: 1, colStride: k)
+            } else if threads == 1 {
+                transposedProduct(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: accumulate)
+                return
+            }
+        }
         // A·Bᵀ with both operands read along contiguous rows of K can skip packing
         // with the dot-product kernel (Matmul+Dot.swift). It wins where packing
         // cannot pay for itself: few rows to reuse a packed B panel (an expert's
@@ -171,6 +197,23 @@ enum Gemm {
                 let asub = StridedMatrix(base: a.base! + i0 * a.rowStride, rowStride: a.rowStride, colStride: a.colStride)
                 kernel(i1 - i0, n, k, asub, b, c + i0 * ldc, ldc, accumulate)
             }
+        }
+    }
+
+    /// C (+)= A·B computed as Cᵀ = Bᵀ·Aᵀ [N, M] into a scratch buffer, then
+    /// written transposed into C: for products with few columns and many rows.
+    static func transposedProduct(m: Int, n: Int, k: Int, a: StridedMatrix, b: StridedMatrix,
+                                  c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+        let ct = UnsafeMutablePointer<Float>.allocate(capacity: n * m)
+        defer { ct.deallocate() }
+        // Element (j, p) of Bᵀ is B(p, j): swap the strides; likewise for Aᵀ.
+        serial(m: n, n: m, k: k,
+               a: StridedMatrix(base: b.base, rowStride: b.colStride, colStride: b.rowStride),
+               b: StridedMatrix(base: a.base, rowStride: a.colStride, colStride: a.rowStride),
+               c: ct, ldc: m, accumulate: false)
+        for i in 0..<m {
+            let row = c + i * ldc
+            for j in 0..<n { row[j] = accumulate ? row[j] + ct[j * m + i] : ct[j * m + i] }
         }
     }
 

@@ -10,13 +10,16 @@
 //     metadata, Adam's step, the epochs done, the shuffling generator's state
 //     and the history so far. `--resume` continues from it bit-exactly: the
 //     data order of the next epoch comes from the saved generator state.
+// Routing state that is not a weight (the auxiliary-loss-free bias) travels in
+// both files under its own name (`moe.balancing.0.bias`), like a PyTorch
+// buffer; a file without it leaves the model's current value (zeros) alone.
 // Both are written atomically: a crash mid-write leaves the old file intact.
 import Foundation
 
 public enum Checkpoint {
     /// Writes the model's weights (and `metadata`) to `url`.
     public static func saveWeights(_ model: Classifier, to url: URL, metadata: [String: String] = [:]) throws {
-        try Safetensors.write(model.namedParameters.map { ($0.name, $0.parameter.value) },
+        try Safetensors.write(model.namedParameters.map { ($0.name, $0.parameter.value) } + model.namedBuffers.map { ($0.name, $0.value) },
                               metadata: metadata, to: url)
     }
 
@@ -26,6 +29,17 @@ public enum Checkpoint {
     public static func loadWeights(into model: Classifier, from url: URL) throws {
         let file = try Safetensors.read(from: url)
         try load(model.namedParameters, from: file)
+        try loadBuffers(into: model, from: file, url: url)
+    }
+
+    /// Buffers the file has, with the shape the model expects.
+    static func loadBuffers(into model: Classifier, from file: SafetensorsFile, url: URL) throws {
+        for (name, current) in model.namedBuffers where file.order.contains(name) {
+            let value = try file.tensor(name, shape: current.shape)
+            do { try model.restoreBuffer(named: name, value: value) } catch {
+                throw SafetensorsError(source: url.path, problem: "\(error)")
+            }
+        }
     }
 
     static func load(_ named: [(name: String, parameter: Parameter)], from file: SafetensorsFile) throws {
@@ -37,7 +51,7 @@ public enum Checkpoint {
     /// Weights, optimiser moments and the run's position, for `--resume`.
     public static func saveTrainingState(_ trainer: Trainer, to url: URL, metadata: [String: String] = [:]) throws {
         let named = trainer.model.namedParameters
-        var tensors = named.map { ($0.name, $0.parameter.value) }
+        var tensors = named.map { ($0.name, $0.parameter.value) } + trainer.model.namedBuffers.map { ($0.name, $0.value) }
         for (i, p) in named.enumerated() {
             tensors.append(("optimizer.m." + p.name, trainer.optimizer.m[i]))
             tensors.append(("optimizer.v." + p.name, trainer.optimizer.v[i]))
@@ -73,6 +87,7 @@ public enum Checkpoint {
         let m = try named.map { try file.tensor("optimizer.m." + $0.name, shape: $0.parameter.value.shape) }
         let v = try named.map { try file.tensor("optimizer.v." + $0.name, shape: $0.parameter.value.shape) }
         try load(named, from: file)
+        try loadBuffers(into: trainer.model, from: file, url: url)
         trainer.optimizer.restore(step: step, m: m, v: v)
         trainer.epochsDone = epochs
         trainer.rng = Xoshiro256(state: (words[0], words[1], words[2], words[3]))

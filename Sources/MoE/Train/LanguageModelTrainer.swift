@@ -6,7 +6,12 @@
 //
 //     forward    logits = model.forward(inputs); loss = cross-entropy(logits, targets) + Σ α·aux
 //     backward   model.zeroGrad(); model.backward(dL/dlogits)       (MoE layers add α·∂aux)
-//     optimiser  adam.step()
+//     optimiser  adam.step(); model.afterStep()                     (the aux-loss-free bias moves)
+//
+// Before each step the MoE layers learn whether they are training (router
+// noise and expert dropout apply only then) and how far training has got
+// (step / planned steps), which drives schedules such as the router
+// temperature; evaluation and sampling run in evaluation mode.
 //
 // Around it: windows shuffled once per epoch with a seeded generator; every
 // `evalInterval` steps the validation loss on a fixed subset of validation
@@ -150,6 +155,7 @@ public final class LanguageModelTrainer {
     public func trainStep(inputs: [Int], targets: [Int]) -> (loss: Double, weightedAux: Double, timing: StepTiming) {
         var timing = StepTiming()
         let batch = inputs.count / train.context
+        model.setMode(training: true, progress: Double(step) / Double(max(plannedSteps, 1)))
         var t0 = Self.now()
         let logits = model.forward(tokens: inputs, batch: batch)                // [N, V]
         let ce = GPT.crossEntropy(logits: logits, targets: targets)
@@ -163,6 +169,7 @@ public final class LanguageModelTrainer {
         timing.backward = t1 - t0
         t0 = t1
         optimizer.step()
+        model.afterStep()
         timing.optimizer = Self.now() - t0
         return (ce.loss, aux, timing)
     }
@@ -175,6 +182,7 @@ public final class LanguageModelTrainer {
         let all = validation.count
         let requested = windows ?? config.evalWindows
         let n = requested > 0 ? min(requested, all) : all
+        model.setMode(training: false, progress: Double(step) / Double(max(plannedSteps, 1)))
         let chosen = (0..<n).map { $0 * all / n }
         var total = 0.0
         var start = 0

@@ -110,11 +110,13 @@ public final class Trainer {
             let slice = order[(b * config.batchSize)..<min(data.count, (b + 1) * config.batchSize)]
             let (x, y) = data.batch(slice)
             let start = DispatchTime.now().uptimeNanoseconds
+            model.setMode(training: true, progress: progress(batch: b, of: batches))
             model.zeroGrad()
             let logits = model.forward(x)                                         // [B, C]
             let ce = SoftmaxCrossEntropy.compute(logits: logits, labels: y)
             model.backward(ce.gradient)                                            // adds α·∂aux itself
             optimizer.step()
+            model.afterStep()
             seconds += Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
             lossSum += ce.loss
             auxSum += model.auxLoss
@@ -130,11 +132,19 @@ public final class Trainer {
         return record
     }
 
+    /// Fraction of the whole run done before this batch's step: 0 at the first
+    /// step of epoch 1, approaching 1 at the last step of the last epoch.
+    private func progress(batch b: Int, of batches: Int) -> Double {
+        let total = max(1, config.epochs * batches)
+        return Double(epochsDone * batches + b) / Double(total)
+    }
+
     /// Share of `data` the model classifies correctly, evaluated in chunks so the
     /// activations of 10,000 images never sit in memory at once.
     public static func accuracy(of model: Classifier, on data: LabeledImages, chunk: Int = 1000) -> Double {
         var correct = 0
         var start = 0
+        model.setMode(training: false, progress: 1)
         while start < data.count {
             let (x, y) = data.batch(start..<min(data.count, start + chunk))
             let logits = model.forward(x)
@@ -152,11 +162,14 @@ public final class Trainer {
         let e = model.moe.experts.count
         var counts = [[Int]](repeating: [Int](repeating: 0, count: e), count: classes)
         var start = 0
+        model.setMode(training: false, progress: 1)
         while start < data.count {
             let (x, y) = data.batch(start..<min(data.count, start + chunk))
             _ = model.forward(x)
             let r = model.moe.lastRouting!
-            for t in 0..<y.count { for j in 0..<r.k { counts[y[t]][r.experts[t * r.k + j]] += 1 } }
+            for t in 0..<y.count {
+                for j in 0..<r.k { if let e = r.dispatchedExpert(token: t, slot: j) { counts[y[t]][e] += 1 } }
+            }
             start += chunk
         }
         let specialization = counts.map { row -> [Double] in
