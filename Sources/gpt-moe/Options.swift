@@ -141,7 +141,7 @@ struct Options {
           --checkpoint FILE  sample: the .safetensors file written by train or compare
           --prompt TEXT      text to continue (default a newline)
           --length N         tokens to generate (default 400)
-          --temperature X    divide the logits by X; 0 = always the likeliest (default 0.8)
+          --sample-temperature X  divide the logits by X; 0 = always the likeliest (default 0.8)
           --sample-top-k N   sample among the N likeliest tokens, 0 = all (default 0)
           -h, --help         this text
         """
@@ -304,7 +304,7 @@ struct Options {
             case "--checkpoint": o.checkpoint = try value(flag)
             case "--prompt": o.prompt = try value(flag)
             case "--length": o.length = try int(flag, 0...1_000_000)
-            case "--temperature": o.temperature = try float(flag, 0...100)
+            case "--sample-temperature": o.temperature = try float(flag, 0...100)
             case "--sample-top-k": o.sampleTopK = try int(flag, 0...1_000_000)
             case "-h", "--help": o.help = true
             default:

@@ -252,6 +252,13 @@ final class GPTCommandLineTests: XCTestCase {
         XCTAssertEqual(sample.stdout.count, "the ".count + 30 + 1, "prompt, 30 characters, newline")
         let again = try run(["sample", "--checkpoint", checkpoint.path, "--prompt", "the ", "--length", "30", "--seed", "4"])
         XCTAssertEqual(again.stdout, sample.stdout, "seeded")
+        // --sample-temperature 0 always takes the likeliest token: the seed no longer matters.
+        let greedy = try run(["sample", "--checkpoint", checkpoint.path, "--prompt", "the ", "--length", "30",
+                              "--sample-temperature", "0", "--seed", "4"])
+        let greedyOtherSeed = try run(["sample", "--checkpoint", checkpoint.path, "--prompt", "the ", "--length", "30",
+                                       "--sample-temperature", "0", "--seed", "5"])
+        XCTAssertEqual(greedy.status, 0, greedy.summary)
+        XCTAssertEqual(greedy.stdout, greedyOtherSeed.stdout, "temperature 0 is argmax")
     }
 
     /// Routing flags reach the MoE layers: a DeepSeek-V3 router with the
