@@ -36,11 +36,10 @@ struct Options {
     var download = true
 
     // The MoE. Routing flags are kept as changes to apply on top of each preset's
-    // routing (RoutingSetup), in the order given; `routingFlags` records them.
+    // routing (RoutingSetup), in the order given (RoutingFlags, shared with mnist-moe).
     var experts = 8
     var moeLayers: String? = nil   // "every-other", "all", "none" or "1,3" (0-based blocks)
-    var routingChanges: [(inout RoutingSetup) -> Void] = []
-    var routingFlags: [String] = []
+    var routingFlags = RoutingFlags()
 
     // Optimisation.
     var batchSize = 32             // windows per step (throughput_opt doubles it)
@@ -105,31 +104,8 @@ struct Options {
                              (default: every-other for MoE presets, none for dense)
         Routing and balancing, as in mnist-moe (Sources/MoE/MoE/RoutingSetup.swift);
         each changes the preset's routing (top-k softmax, Switch loss):
-          --top-k N          experts per token (default: the preset's); top-1 softmax routing
-                             is never renormalised (Switch's gate: output times probability)
-          --aux-weight X     α, weight of the Switch (or cv2) balancing loss (default: the preset's)
-          --router R         topk (the presets'), switch (top-1, output scaled by its probability),
-                             noisy (noisy top-k, Shazeer 2017), expert-choice (Zhou 2022),
-                             deepseek (sigmoid scores, group-limited top-k, DeepSeek-V3)
-          --order O          softmax-topk (default) or topk-softmax (softmax over the chosen logits)
-          --no-renormalize   top-k weights are the raw probabilities, not rescaled to sum to 1
-          --temperature T    router temperature (default 1); with --temperature-end, the start
-          --temperature-end T  anneal to T over training ...
-          --temperature-schedule S  ... linearly or by cosine (linear | cosine; default linear)
-          --expert-dropout P each expert sits out a training step with probability P (default 0)
-          --capacity F       each expert takes at most ceil(F * tokens * k / experts) tokens per
-                             step; the overflow is dropped (contributes zero) and counted
-          --overflow P       who is dropped first: token-order (default), score, choice-order
-          --shared-experts N experts every token uses beside the routed ones (default 0)
-          --balance LIST     comma-separated balancing methods: switch (the presets'), cv2, z,
-                             bias, or none. switch/cv2 use --aux-weight; z uses --z-weight; bias
-                             is DeepSeek-V3's auxiliary-loss-free bias, step --bias-rate
-          --z-weight X       weight of the router z-loss (default 0.001)
-          --bias-rate U      step of the auxiliary-loss-free bias (default 0.001)
-          --groups G         deepseek: experts in G groups (default 1) ...
-          --top-groups M     ... of which the best M are searched (default 1)
-          --routed-scaling S deepseek: scale of the combine weights (default 1)
-          --expert-choice-factor F  expert-choice: each expert takes ceil(F * tokens * k / experts)
+        \(RoutingFlags.usage(topK: "the preset's", auxWeight: "the preset's"))
+          (top-1 softmax routing is never renormalised here: Switch's gate, output times probability)
         Optimisation:
           --batch-size N     windows per step (default 32; throughput_opt uses twice this
                              for half the steps)
@@ -156,14 +132,6 @@ struct Options {
             i = 1
         }
         var sawPreset = false, sawTimingRounds = false
-        var topK: Int? = nil
-        var temperatureStart: Float? = nil, temperatureEnd: Float? = nil
-        var temperatureShape = TemperatureSchedule.Shape.linear
-        /// Records a routing flag and the change it makes.
-        func change(_ flag: String, _ text: String, _ body: @escaping (inout RoutingSetup) -> Void) {
-            o.routingFlags += text.isEmpty ? [flag] : [flag, text]
-            o.routingChanges.append(body)
-        }
         func value(_ flag: String) throws -> String {
             i += 1
             guard i < args.count else { throw UsageError("\(flag) needs a value") }
@@ -217,75 +185,6 @@ struct Options {
             case "--stride": o.stride = try int(flag, 1...8192)
             case "--val-fraction": o.validationFraction = Double(try float(flag, 0.001...0.9))
             case "--experts": o.experts = try int(flag, 1...1024)
-            case "--top-k":
-                let k = try int(flag, 1...1024)
-                topK = k
-                change(flag, "\(k)") { $0.k = k }
-            case "--aux-weight":
-                let alpha = try float(flag, 0...100)
-                change(flag, "\(alpha)") { $0.auxWeight = alpha }
-            case "--router":
-                let router = try value(flag)
-                guard RoutingSetup.routers.contains(router) else {
-                    throw UsageError("--router must be one of \(RoutingSetup.routers.joined(separator: ", ")), got '\(router)'")
-                }
-                change(flag, router) { $0.router = router }
-            case "--order":
-                let text = try value(flag)
-                guard let order = TopKGating.Order(rawValue: text) else {
-                    throw UsageError("--order must be softmax-topk or topk-softmax, got '\(text)'")
-                }
-                change(flag, text) { $0.order = order }
-            case "--no-renormalize": change(flag, "") { $0.renormalize = false }
-            case "--temperature": temperatureStart = try float(flag, 0.01...100)
-            case "--temperature-end": temperatureEnd = try float(flag, 0.01...100)
-            case "--temperature-schedule":
-                let text = try value(flag)
-                guard let shape = TemperatureSchedule.Shape(rawValue: text), shape != .constant else {
-                    throw UsageError("--temperature-schedule must be linear or cosine, got '\(text)'")
-                }
-                temperatureShape = shape
-            case "--expert-dropout":
-                let p = try float(flag, 0...0.99)
-                change(flag, "\(p)") { $0.expertDropout = p }
-            case "--capacity":
-                let factor = Double(try float(flag, 0.01...1000))
-                change(flag, "\(factor)") { $0.capacityFactor = factor }
-            case "--overflow":
-                let text = try value(flag)
-                guard let policy = Capacity.Overflow(rawValue: text) else {
-                    throw UsageError("--overflow must be token-order, score or choice-order, got '\(text)'")
-                }
-                change(flag, text) { $0.overflow = policy }
-            case "--shared-experts":
-                let n = try int(flag, 0...64)
-                change(flag, "\(n)") { $0.sharedExperts = n }
-            case "--balance":
-                let text = try value(flag)
-                let list = text == "none" ? [] : text.split(separator: ",").map(String.init)
-                for m in list where !RoutingSetup.balancingMethods.contains(m) {
-                    throw UsageError("--balance: '\(m)' is not one of switch, cv2, z, bias (or none)")
-                }
-                guard Set(list).count == list.count else { throw UsageError("--balance lists a method twice: '\(text)'") }
-                change(flag, text) { $0.balancing = list }
-            case "--z-weight":
-                let w = try float(flag, 0...100)
-                change(flag, "\(w)") { $0.zWeight = w }
-            case "--bias-rate":
-                let u = try float(flag, 0...1)
-                change(flag, "\(u)") { $0.biasRate = u }
-            case "--groups":
-                let g = try int(flag, 1...1024)
-                change(flag, "\(g)") { $0.groups = g }
-            case "--top-groups":
-                let m = try int(flag, 1...1024)
-                change(flag, "\(m)") { $0.topGroups = m }
-            case "--routed-scaling":
-                let scale = try float(flag, 0.001...1000)
-                change(flag, "\(scale)") { $0.routedScaling = scale }
-            case "--expert-choice-factor":
-                let factor = Double(try float(flag, 0.01...1000))
-                change(flag, "\(factor)") { $0.expertChoiceFactor = factor }
             case "--moe-layers":
                 let text = try value(flag)
                 guard ["every-other", "all", "none"].contains(text)
@@ -311,22 +210,22 @@ struct Options {
                 if ["train", "compare", "sample"].contains(flag) {
                     throw UsageError("the command '\(flag)' must come first, before any option")
                 }
-                throw UsageError("unknown option '\(flag)'")
+                do {
+                    guard try o.routingFlags.parse(flag, value: { try value(flag) }) else {
+                        throw UsageError("unknown option '\(flag)'")
+                    }
+                } catch let error as RoutingSetupError {
+                    throw UsageError(error.message)
+                }
             }
             i += 1
         }
         if o.help { return o }
-        if temperatureStart != nil || temperatureEnd != nil {
-            let start = temperatureStart ?? 1
-            let schedule = TemperatureSchedule(start: start, end: temperatureEnd, shape: temperatureShape)
-            change("--temperature", temperatureEnd.map { "\(start)→\($0) \(temperatureShape.rawValue)" } ?? "\(start)") {
-                $0.temperature = schedule
-            }
-        }
+        o.routingFlags.finish()
         guard o.width % o.heads == 0 else {
             throw UsageError("--heads \(o.heads) does not divide --width \(o.width)")
         }
-        if let k = topK, k > o.experts {
+        if let k = o.routingFlags.topK, k > o.experts {
             throw UsageError("--top-k \(k) is more than --experts \(o.experts)")
         }
         // Every routing this run will build must be possible (the message names the flag).
@@ -375,9 +274,7 @@ struct Options {
     /// A preset's routing with the routing flags applied, in the order given. The
     /// dense preset has none; should --moe-layers give it MoE blocks, they route as baseline's.
     func routing(_ preset: Preset) -> RoutingSetup {
-        var r = preset.routing ?? Preset.topK(1, alpha: 0.01)
-        for change in routingChanges { change(&r) }
-        return r
+        routingFlags.applied(to: preset.routing ?? Preset.topK(1, alpha: 0.01))
     }
 
     /// The training settings of a preset, with these options applied.
@@ -411,7 +308,7 @@ struct Options {
         if synthetic { j["synthetic_chars"] = syntheticCharacters }
         if command == "train" { j["preset"] = preset } else { j["timing_rounds"] = timingRounds }
         if let m = moeLayers { j["moe_layers"] = m }
-        if !routingFlags.isEmpty { j["routing_flags"] = routingFlags }
+        if !routingFlags.words.isEmpty { j["routing_flags"] = routingFlags.words }
         return j
     }
 }

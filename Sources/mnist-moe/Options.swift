@@ -48,9 +48,7 @@ struct Options {
       --epochs N         passes over the training images (default 30)
       --batch-size N     images per Adam step (default 64)
       --lr X             Adam learning rate (default 0.001)
-      --aux-weight X     α, weight of the load-balancing loss; 0 turns it off (default 0.1)
       --experts N        experts in the MoE layer (default 8)
-      --top-k N          experts per image (default 2)
       --hidden N         model width D (default 256)
       --expert-hidden N  hidden width of each expert and of the dense FFN (default 128)
       --model M          moe, dense or both (default both)
@@ -65,29 +63,8 @@ struct Options {
       --no-shuffle       keep the training images in file order
       -h, --help         this text
 
-    Routing and balancing (Sources/MoE/MoE/RoutingSetup.swift):
-      --router R         topk (default), switch (top-1, output scaled by its probability),
-                         noisy (noisy top-k, Shazeer 2017), expert-choice (Zhou 2022),
-                         deepseek (sigmoid scores, group-limited top-k, DeepSeek-V3)
-      --order O          softmax-topk (default) or topk-softmax (softmax over the chosen logits)
-      --no-renormalize   top-k weights are the raw probabilities, not rescaled to sum to 1
-      --temperature T    router temperature (default 1); with --temperature-end, the start
-      --temperature-end T  anneal to T over training ...
-      --temperature-schedule S  ... linearly or by cosine (linear | cosine; default linear)
-      --expert-dropout P each expert sits out a training step with probability P (default 0)
-      --capacity F       each expert takes at most ceil(F * tokens * k / experts) tokens per
-                         batch; the overflow is dropped (contributes zero) and counted
-      --overflow P       who is dropped first: token-order (default), score, choice-order
-      --shared-experts N experts every image uses beside the routed ones (default 0)
-      --balance LIST     comma-separated balancing methods: switch (default), cv2, z, bias,
-                         or none. switch/cv2 use --aux-weight; z uses --z-weight; bias is
-                         DeepSeek-V3's auxiliary-loss-free bias, step --bias-rate
-      --z-weight X       weight of the router z-loss (default 0.001)
-      --bias-rate U      step of the auxiliary-loss-free bias (default 0.001)
-      --groups G         deepseek: experts in G groups (default 1) ...
-      --top-groups M     ... of which the best M are searched (default 1)
-      --routed-scaling S deepseek: scale of the combine weights (default 1)
-      --expert-choice-factor F  expert-choice: each expert takes ceil(F * tokens * k / experts)
+    Routing and balancing (Sources/MoE/MoE/RoutingFlags.swift; `ablate` ignores these):
+    \(RoutingFlags.usage())
     """
 
     /// Parses the arguments; throws a one-line message on anything wrong.
@@ -113,62 +90,16 @@ struct Options {
             }
             return v
         }
-        var temperatureEnd: Float? = nil
-        var temperatureShape = TemperatureSchedule.Shape.linear
+        var routingFlags = RoutingFlags()
         while i < args.count {
             let flag = args[i]
             switch flag {
             case "ablate": o.command = "ablate"   // the subcommand, usually first
-            case "--router":
-                o.routing.router = try value(flag)
-                guard RoutingSetup.routers.contains(o.routing.router) else {
-                    throw UsageError("--router must be one of \(RoutingSetup.routers.joined(separator: ", ")), got '\(o.routing.router)'")
-                }
-            case "--order":
-                let text = try value(flag)
-                guard let order = TopKGating.Order(rawValue: text) else {
-                    throw UsageError("--order must be softmax-topk or topk-softmax, got '\(text)'")
-                }
-                o.routing.order = order
-            case "--no-renormalize": o.routing.renormalize = false
-            case "--temperature": o.routing.temperature.start = try float(flag, 0.01...100)
-            case "--temperature-end": temperatureEnd = try float(flag, 0.01...100)
-            case "--temperature-schedule":
-                let text = try value(flag)
-                guard let shape = TemperatureSchedule.Shape(rawValue: text), shape != .constant else {
-                    throw UsageError("--temperature-schedule must be linear or cosine, got '\(text)'")
-                }
-                temperatureShape = shape
-            case "--expert-dropout": o.routing.expertDropout = try float(flag, 0...0.99)
-            case "--capacity": o.routing.capacityFactor = Double(try float(flag, 0.01...1000))
-            case "--overflow":
-                let text = try value(flag)
-                guard let policy = Capacity.Overflow(rawValue: text) else {
-                    throw UsageError("--overflow must be token-order, score or choice-order, got '\(text)'")
-                }
-                o.routing.overflow = policy
-            case "--shared-experts": o.routing.sharedExperts = try int(flag, 0...64)
-            case "--balance":
-                let text = try value(flag)
-                let list = text == "none" ? [] : text.split(separator: ",").map(String.init)
-                for m in list where !RoutingSetup.balancingMethods.contains(m) {
-                    throw UsageError("--balance: '\(m)' is not one of switch, cv2, z, bias (or none)")
-                }
-                guard Set(list).count == list.count else { throw UsageError("--balance lists a method twice: '\(text)'") }
-                o.routing.balancing = list
-            case "--z-weight": o.routing.zWeight = try float(flag, 0...100)
-            case "--bias-rate": o.routing.biasRate = try float(flag, 0...1)
-            case "--groups": o.routing.groups = try int(flag, 1...1024)
-            case "--top-groups": o.routing.topGroups = try int(flag, 1...1024)
-            case "--routed-scaling": o.routing.routedScaling = try float(flag, 0.001...1000)
-            case "--expert-choice-factor": o.routing.expertChoiceFactor = Double(try float(flag, 0.01...1000))
             case "--train-size": o.trainSize = try int(flag, 1...60_000)
             case "--epochs": o.epochs = try int(flag, 0...10_000)
             case "--batch-size": o.batchSize = try int(flag, 1...60_000)
             case "--lr": o.learningRate = try float(flag, 1e-8...10)
-            case "--aux-weight": o.auxWeight = try float(flag, 0...100)
             case "--experts": o.experts = try int(flag, 1...1024)
-            case "--top-k": o.topK = try int(flag, 1...1024)
             case "--hidden": o.hidden = try int(flag, 1...65_536)
             case "--expert-hidden": o.expertHidden = try int(flag, 1...65_536)
             case "--model":
@@ -188,13 +119,19 @@ struct Options {
             case "--no-shuffle": o.shuffle = false
             case "--no-download": o.download = false
             case "-h", "--help": o.help = true
-            default: throw UsageError("unknown option '\(flag)'")
+            default:
+                do {
+                    guard try routingFlags.parse(flag, value: { try value(flag) }) else {
+                        throw UsageError("unknown option '\(flag)'")
+                    }
+                } catch let error as RoutingSetupError {
+                    throw UsageError(error.message)
+                }
             }
             i += 1
         }
-        if let end = temperatureEnd {
-            o.routing.temperature = TemperatureSchedule(start: o.routing.temperature.start, end: end, shape: temperatureShape)
-        }
+        routingFlags.finish()
+        o.routing = routingFlags.applied(to: o.routing)
         guard o.topK <= o.experts else {
             throw UsageError("--top-k \(o.topK) is more than --experts \(o.experts)")
         }

@@ -114,11 +114,13 @@ final class CommandLineTests: XCTestCase {
 
     // MARK: --help
 
-    /// Every flag the parser accepts, read from Options.swift's `case "--flag":` lines,
-    /// so a flag added without a line in the usage text fails here.
+    /// Every flag the parser accepts, read from the `case "--flag":` lines of
+    /// Options.swift and of the shared routing flags (RoutingFlags.swift), so a
+    /// flag added without a line in the usage text fails here.
     private func flagsInParser() throws -> Set<String> {
-        let source = try String(contentsOf: Self.repositoryRoot.appendingPathComponent("Sources/mnist-moe/Options.swift"),
-                                encoding: .utf8)
+        let source = try ["Sources/mnist-moe/Options.swift", "Sources/MoE/MoE/RoutingFlags.swift"].map {
+            try String(contentsOf: Self.repositoryRoot.appendingPathComponent($0), encoding: .utf8)
+        }.joined(separator: "\n")
         var flags = Set<String>()
         for line in source.split(separator: "\n") where line.trimmingCharacters(in: .whitespaces).hasPrefix("case \"-") {
             // case "-h", "--help": o.help = true

@@ -93,9 +93,11 @@ final class GPTCommandLineTests: XCTestCase {
         XCTAssertEqual(outcome.status, 0, outcome.summary)
         XCTAssertEqual(outcome.stderr, "")
         XCTAssertTrue(outcome.stdout.hasPrefix("usage: gpt-moe [train] [options]"), outcome.stdout)
-        // Every `case "--flag":` of Options.swift must be in the help text, as a word of its own.
-        let source = try String(contentsOf: Self.repositoryRoot.appendingPathComponent("Sources/gpt-moe/Options.swift"),
-                                encoding: .utf8)
+        // Every `case "--flag":` of Options.swift and of the shared routing flags
+        // must be in the help text, as a word of its own.
+        let source = try ["Sources/gpt-moe/Options.swift", "Sources/MoE/MoE/RoutingFlags.swift"].map {
+            try String(contentsOf: Self.repositoryRoot.appendingPathComponent($0), encoding: .utf8)
+        }.joined(separator: "\n")
         var flags = Set<String>()
         for line in source.split(separator: "\n") where line.trimmingCharacters(in: .whitespaces).hasPrefix("case \"-") {
             for piece in line.split(separator: ":", maxSplits: 1)[0].split(separator: "\"") where piece.hasPrefix("-") {

@@ -1,0 +1,172 @@
+// RoutingFlags: the command-line words for routing and balancing, parsed once
+// for every program that trains an MoE (mnist-moe, its ablation, gpt-moe).
+//
+// A routing flag is recorded as a *change* to a `RoutingSetup` rather than as a
+// finished setup, because a program may apply the same flags to several
+// starting points: mnist-moe applies them to the walkthrough's default, gpt-moe
+// to each of its presets. Errors are one line that names the flag.
+import Foundation
+
+public struct RoutingFlags {
+    /// The changes asked for, in command-line order, with the words that asked.
+    public private(set) var changes: [(words: [String], apply: (inout RoutingSetup) -> Void)] = []
+    private var temperatureStart: Float? = nil
+    private var temperatureEnd: Float? = nil
+    private var temperatureShape = TemperatureSchedule.Shape.linear
+
+    public init() {}
+
+    /// The words the command line used, for summary.json ("--router noisy --capacity 1.25").
+    public var words: [String] { changes.flatMap(\.words) }
+
+    /// `setup` with every recorded change applied, in order.
+    public func applied(to setup: RoutingSetup) -> RoutingSetup {
+        var s = setup
+        for change in changes { change.apply(&s) }
+        return s
+    }
+
+    /// The value of --top-k, if given (programs check it against their expert count).
+    public private(set) var topK: Int? = nil
+
+    /// If `flag` is a routing flag, reads its value with `value()` (which takes
+    /// the next argument), records the change and returns true; else false.
+    public mutating func parse(_ flag: String, value: () throws -> String) throws -> Bool {
+        func bad(_ message: String) -> RoutingSetupError { RoutingSetupError(message: message) }
+        func int(_ range: ClosedRange<Int>) throws -> Int {
+            let text = try value()
+            guard let v = Int(text), range.contains(v) else {
+                throw bad("\(flag) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+            }
+            return v
+        }
+        func float(_ range: ClosedRange<Float>) throws -> Float {
+            let text = try value()
+            guard let v = Float(text), v.isFinite, range.contains(v) else {
+                throw bad("\(flag) must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+            }
+            return v
+        }
+        func record(_ text: String?, _ body: @escaping (inout RoutingSetup) -> Void) {
+            changes.append((text.map { [flag, $0] } ?? [flag], body))
+        }
+        switch flag {
+        case "--top-k":
+            let k = try int(1...1024)
+            topK = k
+            record("\(k)") { $0.k = k }
+        case "--aux-weight":
+            let alpha = try float(0...100)
+            record("\(alpha)") { $0.auxWeight = alpha }
+        case "--router":
+            let router = try value()
+            guard RoutingSetup.routers.contains(router) else {
+                throw bad("--router must be one of \(RoutingSetup.routers.joined(separator: ", ")), got '\(router)'")
+            }
+            record(router) { $0.router = router }
+        case "--order":
+            let text = try value()
+            guard let order = TopKGating.Order(rawValue: text) else {
+                throw bad("--order must be softmax-topk or topk-softmax, got '\(text)'")
+            }
+            record(text) { $0.order = order }
+        case "--no-renormalize": record(nil) { $0.renormalize = false }
+        case "--temperature": temperatureStart = try float(0.01...100)
+        case "--temperature-end": temperatureEnd = try float(0.01...100)
+        case "--temperature-schedule":
+            let text = try value()
+            guard let shape = TemperatureSchedule.Shape(rawValue: text), shape != .constant else {
+                throw bad("--temperature-schedule must be linear or cosine, got '\(text)'")
+            }
+            temperatureShape = shape
+        case "--expert-dropout":
+            let p = try float(0...0.99)
+            record("\(p)") { $0.expertDropout = p }
+        case "--capacity":
+            let factor = Double(try float(0.01...1000))
+            record("\(factor)") { $0.capacityFactor = factor }
+        case "--overflow":
+            let text = try value()
+            guard let policy = Capacity.Overflow(rawValue: text) else {
+                throw bad("--overflow must be token-order, score or choice-order, got '\(text)'")
+            }
+            record(text) { $0.overflow = policy }
+        case "--shared-experts":
+            let n = try int(0...64)
+            record("\(n)") { $0.sharedExperts = n }
+        case "--balance":
+            let text = try value()
+            let list = text == "none" ? [] : text.split(separator: ",").map(String.init)
+            for m in list where !RoutingSetup.balancingMethods.contains(m) {
+                throw bad("--balance: '\(m)' is not one of switch, cv2, z, bias (or none)")
+            }
+            guard Set(list).count == list.count else { throw bad("--balance lists a method twice: '\(text)'") }
+            record(text) { $0.balancing = list }
+        case "--z-weight":
+            let w = try float(0...100)
+            record("\(w)") { $0.zWeight = w }
+        case "--bias-rate":
+            let u = try float(0...1)
+            record("\(u)") { $0.biasRate = u }
+        case "--groups":
+            let g = try int(1...1024)
+            record("\(g)") { $0.groups = g }
+        case "--top-groups":
+            let m = try int(1...1024)
+            record("\(m)") { $0.topGroups = m }
+        case "--routed-scaling":
+            let scale = try float(0.001...1000)
+            record("\(scale)") { $0.routedScaling = scale }
+        case "--expert-choice-factor":
+            let factor = Double(try float(0.01...1000))
+            record("\(factor)") { $0.expertChoiceFactor = factor }
+        default:
+            return false
+        }
+        return true
+    }
+
+    /// After the last argument: --temperature, --temperature-end and
+    /// --temperature-schedule become one change (a constant, or a schedule).
+    public mutating func finish() {
+        guard temperatureStart != nil || temperatureEnd != nil else { return }
+        let start = temperatureStart ?? 1, end = temperatureEnd, shape = temperatureShape
+        let schedule = TemperatureSchedule(start: start, end: end, shape: shape)
+        changes.append((["--temperature", end.map { "\(start)→\($0) \(shape.rawValue)" } ?? "\(start)"],
+                        { $0.temperature = schedule }))
+        temperatureStart = nil
+        temperatureEnd = nil
+    }
+
+    /// The usage lines of every routing flag, indented like the programs' own;
+    /// a program names its own defaults for k and α.
+    public static func usage(topK: String = "2", auxWeight: String = "0.1") -> String {
+        """
+      --top-k N          experts per token (default \(topK))
+      --aux-weight X     α, weight of the Switch (or CV²) balancing loss; 0 turns it off
+                         (default \(auxWeight))
+      --router R         topk (default), switch (top-1, output scaled by its probability),
+                         noisy (noisy top-k, Shazeer 2017), expert-choice (Zhou 2022),
+                         deepseek (sigmoid scores, group-limited top-k, DeepSeek-V3)
+      --order O          softmax-topk (default) or topk-softmax (softmax over the chosen logits)
+      --no-renormalize   top-k weights are the raw probabilities, not rescaled to sum to 1
+      --temperature T    router temperature (default 1); with --temperature-end, the start
+      --temperature-end T  anneal to T over training ...
+      --temperature-schedule S  ... linearly or by cosine (linear | cosine; default linear)
+      --expert-dropout P each expert sits out a training step with probability P (default 0)
+      --capacity F       each expert takes at most ceil(F * tokens * k / experts) tokens per
+                         batch; the overflow is dropped (contributes zero) and counted
+      --overflow P       who is dropped first: token-order (default), score, choice-order
+      --shared-experts N experts every token uses beside the routed ones (default 0)
+      --balance LIST     comma-separated balancing methods: switch (default), cv2, z, bias,
+                         or none. switch/cv2 use --aux-weight; z uses --z-weight; bias is
+                         DeepSeek-V3's auxiliary-loss-free bias, step --bias-rate
+      --z-weight X       weight of the router z-loss (default 0.001)
+      --bias-rate U      step of the auxiliary-loss-free bias (default 0.001)
+      --groups G         deepseek: experts in G groups (default 1) ...
+      --top-groups M     ... of which the best M are searched (default 1)
+      --routed-scaling S deepseek: scale of the combine weights (default 1)
+      --expert-choice-factor F  expert-choice: each expert takes ceil(F * tokens * k / experts)
+    """
+    }
+}
