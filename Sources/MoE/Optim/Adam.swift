@@ -57,7 +57,8 @@ public final class Adam {
         let rule = Rule(beta1: beta1, beta2: beta2, epsilon: epsilon,
                         stepSize: learningRate / (1 - pow(beta1, t)),
                         correction2Root: (1 - pow(beta2, t)).squareRoot())
-        let threads = max(1, Parallel.threads)
+        let total = parameters.reduce(0) { $0 + $1.value.count }
+        let threads = total >= Adam.parallelThreshold ? max(1, Parallel.threads) : 1
         let large = parameters.indices.filter { parameters[$0].value.count >= Adam.largeTensor }
         let small = parameters.indices.filter { parameters[$0].value.count < Adam.largeTensor }
         for index in large {
@@ -74,6 +75,12 @@ public final class Adam {
             }
         }
     }
+
+    /// Below this many weights, one thread updates them all: a second thread
+    /// starts some 60 µs late on the 2-core machine this was measured on (a
+    /// woken core), and the MNIST MoE's 733k weights take one core about 0.22 ms
+    /// — moe-bench's step was as fast or faster with Adam on one thread.
+    static let parallelThreshold = 1 << 21
 
     /// Tensors at least this large are split between threads (64k floats = 256 KiB).
     static let largeTensor = 1 << 16
