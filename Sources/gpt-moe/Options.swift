@@ -2,6 +2,8 @@
 // `swift run gpt-moe` trains the MoE baseline on Tiny Shakespeare to a
 // validation loss under 2.0 nats per character within 5 minutes on 2 cores
 // (README, "gpt-moe", has the measured run).
+//
+// The runs: Notebooks/part4-gpt.md, §8.
 import Foundation
 import MoE
 

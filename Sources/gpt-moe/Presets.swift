@@ -25,6 +25,8 @@
 //
 // Flags given on the command line override a preset's values (and apply to
 // every preset in `compare`).
+//
+// The runs: Notebooks/part4-gpt.md, §8.
 import MoE
 
 struct Preset {

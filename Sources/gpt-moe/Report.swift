@@ -1,6 +1,8 @@
 // The tables of the notes' "MoE vs Dense" section, filled in from this run,
 // and the files of --out: summary.json, loss_curves.svg, expert_usage.svg,
 // router_entropy.svg. Every number printed here was measured in this process.
+//
+// The runs: Notebooks/part4-gpt.md, §8.
 import Foundation
 import MoE
 

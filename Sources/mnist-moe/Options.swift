@@ -1,6 +1,8 @@
 // Command-line options of mnist-moe: every default is the walkthrough's setup
 // (Part 3: 5,000 training images, 30 epochs, Adam 1e-3, batch 64, α 0.1,
 // 8 experts, top-2, width 256, expert hidden 128, seed 0).
+//
+// The run these options describe: Notebooks/part3-mnist.md, §1.
 import Foundation
 import MoE
 

@@ -2,6 +2,8 @@
 // summary.json, learning_curves.svg, specialization.svg, expert_usage.svg.
 // The walkthrough's own figures stand beside ours where it reports one, so a
 // reader sees at a glance what reproduced and what did not.
+//
+// Read beside Notebooks/part3-mnist.md, §2.
 import Foundation
 import MoE
 

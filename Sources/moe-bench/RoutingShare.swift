@@ -23,6 +23,8 @@
 // routing look slower, not faster: the row gathers (forward) and the dL/dY_e
 // builds (backward), which MoELayer does inside its parallel per-expert loop,
 // run serially here so they can be timed apart from the experts.
+//
+// The measured step: Notebooks/part2-implementation.md, §8.
 import Foundation
 import MoE
 

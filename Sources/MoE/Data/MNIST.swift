@@ -7,6 +7,8 @@
 // one row of rows*cols floats per image.
 //
 // Dimension legend: N = images in a split, P = rows * cols pixels per image.
+//
+// The experiment it feeds: Notebooks/part3-mnist.md, §1.
 
 import Foundation
 

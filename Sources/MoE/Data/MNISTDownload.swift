@@ -12,6 +12,8 @@
 // to a temporary file in the target folder that is renamed into place. A
 // rename within one file system is atomic, so another process (or the next
 // run after a crash) sees either no file or the complete one, never half.
+//
+// The experiment it feeds: Notebooks/part3-mnist.md, §1.
 
 import Foundation
 #if canImport(FoundationNetworking)

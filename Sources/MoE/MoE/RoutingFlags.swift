@@ -5,6 +5,8 @@
 // finished setup, because a program may apply the same flags to several
 // starting points: mnist-moe applies them to the walkthrough's default, gpt-moe
 // to each of its presets. Errors are one line that names the flag.
+//
+// The methods behind the words: Notebooks/part1-foundations.md, §3–§6; run side by side in Notebooks/part3-mnist.md, §6.
 import Foundation
 
 public struct RoutingFlags {

@@ -14,6 +14,8 @@
 //
 // So a model that learns should go well below the loss of a unigram model,
 // and a test can demand it. Deterministic for a seed (Xoshiro256).
+//
+// Text, tokenizers, windows and the split: Notebooks/part4-gpt.md, §7.
 
 public enum SyntheticText {
     /// About `characters` characters (whole lines) of generated text.

@@ -10,6 +10,8 @@
 // when missing as mnist-moe downloads MNIST: the bytes are checked before
 // they are written, and written atomically (AtomicFile), so a failed or
 // truncated download never leaves a half file behind.
+//
+// Text, tokenizers, windows and the split: Notebooks/part4-gpt.md, §7.
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking

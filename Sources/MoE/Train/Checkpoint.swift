@@ -14,6 +14,8 @@
 // both files under its own name (`moe.balancing.0.bias`), like a PyTorch
 // buffer; a file without it leaves the model's current value (zeros) alone.
 // Both are written atomically: a crash mid-write leaves the old file intact.
+//
+// The run whose checkpoints these are: Notebooks/part3-mnist.md, §1.
 import Foundation
 
 public enum Checkpoint {

@@ -8,6 +8,8 @@
 // fields, the routing settings and the tokenizer, the last two as JSON. So
 // `gpt-moe sample --checkpoint FILE` needs the file and nothing else. Written
 // atomically, like every file here.
+//
+// The trainer that writes it: Notebooks/part4-gpt.md, §8.
 import Foundation
 
 public enum GPTCheckpoint {
