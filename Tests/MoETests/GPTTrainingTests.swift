@@ -143,6 +143,29 @@ final class GPTTrainingTests: XCTestCase {
         model.setMode(training: false, progress: 1); loaded.setMode(training: false, progress: 1)
         XCTAssertEqual(loaded.forward(tokens: [1, 2, 3, 4, 5, 6], batch: 1), model.forward(tokens: [1, 2, 3, 4, 5, 6], batch: 1))
 
+        // A checkpoint whose metadata lies: every lie is caught before a model is
+        // built from it, with a message naming the file and what does not fit.
+        let honest = try Safetensors.read(from: url)
+        let tensors = honest.order.map { ($0, honest.tensors[$0]!) }
+        let lies: [(changes: [String: String], says: String)] = [
+            (["width": "1000000"], "has shape"),                     // would allocate gigabytes
+            (["layers": "40"], "does not hold"),
+            (["layers": "1", "moe_layers": ""], "more blocks"),
+            (["experts": "64"], "does not hold"),
+            (["moe_layers": "-1"], "not a list of block indices"),
+            (["heads": "0"], "impossible model"),
+            (["routing": "{\"router\": 3}"], "not readable"),
+            (["vocabulary_size": "abc"], "not a count"),
+        ]
+        for lie in lies {
+            let tampered = folder.appendingPathComponent("tampered.safetensors")
+            try Safetensors.write(tensors, metadata: honest.metadata.merging(lie.changes) { _, new in new }, to: tampered)
+            XCTAssertThrowsError(try GPTCheckpoint.load(from: tampered), "\(lie.changes)") { error in
+                XCTAssertTrue("\(error)".hasPrefix(tampered.path + ": "), "\(error)")
+                XCTAssertTrue("\(error)".contains(lie.says), "\(lie.changes): \(error)")
+            }
+        }
+
         let other = folder.appendingPathComponent("other.safetensors")
         try Safetensors.write([("w", Tensor.zeros([2]))], metadata: [:], to: other)
         XCTAssertThrowsError(try GPTCheckpoint.load(from: other)) { error in

@@ -87,7 +87,7 @@ public enum GPTCheckpoint {
         c.layers = try int("layers"); c.width = try int("width"); c.heads = try int("heads")
         c.hidden = try int("hidden"); c.experts = try int("experts")
         let layers = (m["moe_layers"] ?? "").split(separator: ",").map { Int($0) }
-        guard layers.allSatisfy({ $0 != nil && $0! < c.layers }) else { throw fail("metadata \"moe_layers\" is not a list of block indices") }
+        guard layers.allSatisfy({ $0 != nil && $0! >= 0 && $0! < c.layers }) else { throw fail("metadata \"moe_layers\" is not a list of block indices") }
         c.moeLayers = layers.map { $0! }
         guard let tie = m["tie_weights"].flatMap(Bool.init) else { throw fail("metadata \"tie_weights\" is missing") }
         guard let routing = m["routing"].flatMap(decodeRouting), let seed = m["router_seed"].flatMap(UInt64.init) else {
@@ -100,6 +100,29 @@ public enum GPTCheckpoint {
         }
         if !c.moeLayers.isEmpty {
             do { try c.routing.validate(experts: c.experts) } catch { throw fail("metadata \"routing\": \(error)") }
+        }
+        // The metadata says how big a model to build; the tensors say how big a
+        // model the file holds. Check them against each other *before* building,
+        // so a corrupt or hostile header cannot make us allocate a huge model: the
+        // tensors below were read from the file, so they bound its size.
+        func requireShape(_ name: String, _ shape: [Int]) throws {
+            guard let t = file.tensors[name] else { throw fail("metadata describes tensor '\(name)', which the file does not hold") }
+            guard t.shape == shape else {
+                throw fail("tensor '\(name)' has shape \(t.shape), but the metadata describes \(shape)")
+            }
+        }
+        try requireShape("embedding.token", [c.vocabularySize, c.width])
+        try requireShape("embedding.position", [c.contextLength, c.width])
+        try requireShape("blocks.\(c.layers - 1).ln1.weight", [c.width])
+        guard file.tensors["blocks.\(c.layers).ln1.weight"] == nil else {
+            throw fail("the file holds more blocks than the metadata's \(c.layers)")
+        }
+        for block in 0..<c.layers {
+            if c.moeLayers.contains(block) {
+                try requireShape("blocks.\(block).moe.experts.\(c.experts - 1).up.weight", [c.hidden, c.width])
+            } else {
+                try requireShape("blocks.\(block).mlp.up.weight", [c.hidden, c.width])
+            }
         }
         guard let text = m["tokenizer"] else { throw fail("metadata has no \"tokenizer\"") }
         let tokenizer = try TokenizerFile.decode(text, source: url.path)
