@@ -11,99 +11,15 @@
 //
 // The executable sits in the products directory next to the test bundle;
 // `swift test` builds it with everything else. Each run has a timeout, so a
-// hang is a failure rather than a stuck test suite.
+// hang is a failure rather than a stuck test suite (CommandLineHarness.swift).
 
 import Foundation
 import XCTest
 @testable import MoE
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 
-final class CommandLineTests: XCTestCase {
-
-    // MARK: Running the executable
-
-    /// The repository root (this file is Tests/MoETests/CommandLineTests.swift).
-    static let repositoryRoot = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+final class CommandLineTests: CommandLineTestCase {
+    override class var program: String { "mnist-moe" }
     static let sharedMNIST = repositoryRoot.appendingPathComponent("../shared/data/mnist").standardizedFileURL
-
-    /// What one run of the executable did.
-    struct Outcome {
-        var status: Int32
-        var reason: Process.TerminationReason
-        var stdout: String
-        var stderr: String
-        /// Non-empty lines of stderr.
-        var errorLines: [String] { stderr.split(separator: "\n").map(String.init) }
-        var summary: String { "status \(status) (\(reason == .exit ? "exit" : "signal"))\nstdout:\n\(stdout)\nstderr:\n\(stderr)" }
-    }
-
-    /// The two pipes' contents, each written by its own reader thread and read only
-    /// after `DispatchGroup.wait`, which orders the writes before the reads.
-    private final class Collected: @unchecked Sendable {
-        var stdout = Data(), stderr = Data()
-    }
-
-    /// `mnist-moe` in the products directory. On Linux the test bundle is a file in that
-    /// directory; on macOS a .xctest bundle in it. The repository's .build/debug is the fallback.
-    private func executable() throws -> URL {
-        let bundle = Bundle(for: Self.self).bundleURL
-        let candidates = [bundle.deletingLastPathComponent(), bundle,
-                          Self.repositoryRoot.appendingPathComponent(".build/debug")]
-            .map { $0.appendingPathComponent("mnist-moe") }
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw XCTSkip("mnist-moe not built; looked in " + candidates.map(\.path).joined(separator: ", "))
-        }
-        return found
-    }
-
-    /// Runs `mnist-moe arguments` in `directory` and waits at most `timeout` seconds.
-    private func run(_ arguments: [String], in directory: URL? = nil, timeout: TimeInterval = 60,
-                     line: UInt = #line) throws -> Outcome {
-        let process = Process()
-        process.executableURL = try executable()
-        process.arguments = arguments
-        process.currentDirectoryURL = directory ?? FileManager.default.temporaryDirectory
-        let (out, err) = (Pipe(), Pipe())
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-
-        // Drain both pipes while the process runs: a child blocked on a full pipe
-        // buffer (64 KiB) would otherwise never exit.
-        let done = DispatchGroup()
-        let collected = Collected()
-        for (pipe, isOut) in [(out, true), (err, false)] {
-            done.enter()
-            DispatchQueue.global().async {
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                if isOut { collected.stdout = data } else { collected.stderr = data }
-                done.leave()
-            }
-        }
-        done.enter()
-        process.terminationHandler = { _ in done.leave() }
-        try process.run()
-
-        if done.wait(timeout: .now() + timeout) == .timedOut {
-            process.terminate()   // SIGTERM to the child this test started
-            _ = done.wait(timeout: .now() + 10)
-            XCTFail("mnist-moe \(arguments.joined(separator: " ")) did not finish in \(Int(timeout)) s", line: line)
-        }
-        return Outcome(status: process.terminationStatus, reason: process.terminationReason,
-                       stdout: String(decoding: collected.stdout, as: UTF8.self),
-                       stderr: String(decoding: collected.stderr, as: UTF8.self))
-    }
-
-    /// A fresh empty directory, removed after the test.
-    private func temporaryDirectory(_ name: String = "cli") throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("mnist-moe-\(name)-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-        return url
-    }
 
     private func requireMNIST() throws -> URL {
         guard MNIST.missingFiles(in: Self.sharedMNIST).isEmpty else {
@@ -113,22 +29,6 @@ final class CommandLineTests: XCTestCase {
     }
 
     // MARK: --help
-
-    /// Every flag the parser accepts, read from the `case "--flag":` lines of
-    /// Options.swift and of the shared routing flags (RoutingFlags.swift), so a
-    /// flag added without a line in the usage text fails here.
-    private func flagsInParser() throws -> Set<String> {
-        let source = try ["Sources/mnist-moe/Options.swift", "Sources/MoE/MoE/RoutingFlags.swift"].map {
-            try String(contentsOf: Self.repositoryRoot.appendingPathComponent($0), encoding: .utf8)
-        }.joined(separator: "\n")
-        var flags = Set<String>()
-        for line in source.split(separator: "\n") where line.trimmingCharacters(in: .whitespaces).hasPrefix("case \"-") {
-            // case "-h", "--help": o.help = true
-            let head = line.split(separator: ":", maxSplits: 1)[0]
-            for piece in head.split(separator: "\"") where piece.hasPrefix("-") { flags.insert(String(piece)) }
-        }
-        return flags
-    }
 
     func testHelpListsEveryFlagAndExitsZero() throws {
         print("running \(try executable().path)")
@@ -289,34 +189,6 @@ final class CommandLineTests: XCTestCase {
     }
 
     // MARK: A real run
-
-    /// Root element name, element counts and text of an SVG, parsed as XML.
-    private final class SVGReader: NSObject, XMLParserDelegate {
-        var root: String?
-        var counts: [String: Int] = [:]
-        var text = ""
-        func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?,
-                    qualifiedName: String?, attributes: [String: String] = [:]) {
-            if root == nil { root = name }
-            counts[name, default: 0] += 1
-        }
-        func parser(_ parser: XMLParser, foundCharacters string: String) { text += string }
-    }
-
-    private func readSVG(_ url: URL, line: UInt = #line) throws -> SVGReader {
-        let parser = XMLParser(data: try Data(contentsOf: url))
-        let reader = SVGReader()
-        parser.delegate = reader
-        XCTAssertTrue(parser.parse(), "\(url.lastPathComponent) is not well-formed XML: "
-                      + "\(parser.parserError.map { "\($0)" } ?? "?")", line: line)
-        XCTAssertEqual(reader.root, "svg", url.lastPathComponent, line: line)
-        return reader
-    }
-
-    private func readJSON(_ url: URL) throws -> [String: Any] {
-        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: url))
-        return try XCTUnwrap(object as? [String: Any], "\(url.lastPathComponent) is not a JSON object")
-    }
 
     private func assertDistribution(_ value: Any?, count: Int, _ what: String, line: UInt = #line) {
         guard let shares = value as? [Double] else { return XCTFail("\(what): not an array of numbers", line: line) }

@@ -11,75 +11,9 @@
 import Foundation
 import XCTest
 @testable import MoE
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 
-final class GPTCommandLineTests: XCTestCase {
-    static let repositoryRoot = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-    struct Outcome {
-        var status: Int32
-        var reason: Process.TerminationReason
-        var stdout: String
-        var stderr: String
-        var errorLines: [String] { stderr.split(separator: "\n").map(String.init) }
-        var summary: String { "status \(status) (\(reason == .exit ? "exit" : "signal"))\nstdout:\n\(stdout)\nstderr:\n\(stderr)" }
-    }
-
-    private final class Collected: @unchecked Sendable { var stdout = Data(), stderr = Data() }
-
-    /// `gpt-moe` in the products directory (beside the test bundle on Linux, around it on macOS).
-    private func executable() throws -> URL {
-        let bundle = Bundle(for: Self.self).bundleURL
-        let candidates = [bundle.deletingLastPathComponent(), bundle, Self.repositoryRoot.appendingPathComponent(".build/debug")]
-            .map { $0.appendingPathComponent("gpt-moe") }
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw XCTSkip("gpt-moe not built; looked in " + candidates.map(\.path).joined(separator: ", "))
-        }
-        return found
-    }
-
-    /// Runs `gpt-moe arguments` and waits at most `timeout` seconds (a hang fails, it does not stall the suite).
-    private func run(_ arguments: [String], timeout: TimeInterval = 120, line: UInt = #line) throws -> Outcome {
-        let process = Process()
-        process.executableURL = try executable()
-        process.arguments = arguments
-        process.currentDirectoryURL = FileManager.default.temporaryDirectory
-        let (out, err) = (Pipe(), Pipe())
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        let done = DispatchGroup()
-        let collected = Collected()
-        for (pipe, isOut) in [(out, true), (err, false)] {   // drain while running: a full pipe would block the child
-            done.enter()
-            DispatchQueue.global().async {
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                if isOut { collected.stdout = data } else { collected.stderr = data }
-                done.leave()
-            }
-        }
-        done.enter()
-        process.terminationHandler = { _ in done.leave() }
-        try process.run()
-        if done.wait(timeout: .now() + timeout) == .timedOut {
-            process.terminate()
-            _ = done.wait(timeout: .now() + 10)
-            XCTFail("gpt-moe \(arguments.joined(separator: " ")) did not finish in \(Int(timeout)) s", line: line)
-        }
-        return Outcome(status: process.terminationStatus, reason: process.terminationReason,
-                       stdout: String(decoding: collected.stdout, as: UTF8.self),
-                       stderr: String(decoding: collected.stderr, as: UTF8.self))
-    }
-
-    private func temporaryDirectory(_ name: String) throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("gpt-moe-\(name)-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-        return url
-    }
+final class GPTCommandLineTests: CommandLineTestCase {
+    override class var program: String { "gpt-moe" }
 
     /// A model and a run small enough for a test: seconds for all five presets.
     private let tiny = ["--synthetic", "--synthetic-chars", "6000", "--layers", "2", "--width", "16", "--heads", "2",
@@ -95,15 +29,7 @@ final class GPTCommandLineTests: XCTestCase {
         XCTAssertTrue(outcome.stdout.hasPrefix("usage: gpt-moe [train] [options]"), outcome.stdout)
         // Every `case "--flag":` of Options.swift and of the shared routing flags
         // must be in the help text, as a word of its own.
-        let source = try ["Sources/gpt-moe/Options.swift", "Sources/MoE/MoE/RoutingFlags.swift"].map {
-            try String(contentsOf: Self.repositoryRoot.appendingPathComponent($0), encoding: .utf8)
-        }.joined(separator: "\n")
-        var flags = Set<String>()
-        for line in source.split(separator: "\n") where line.trimmingCharacters(in: .whitespaces).hasPrefix("case \"-") {
-            for piece in line.split(separator: ":", maxSplits: 1)[0].split(separator: "\"") where piece.hasPrefix("-") {
-                flags.insert(String(piece))
-            }
-        }
+        let flags = try flagsInParser()
         XCTAssertGreaterThan(flags.count, 30)
         let words = Set(outcome.stdout.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "," }).map(String.init))
         for flag in flags { XCTAssertTrue(words.contains(flag), "--help does not list \(flag)") }
@@ -173,27 +99,6 @@ final class GPTCommandLineTests: XCTestCase {
     }
 
     // MARK: Real runs
-
-    private func readJSON(_ url: URL) throws -> [String: Any] {
-        try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any], url.lastPathComponent)
-    }
-
-    private final class SVGReader: NSObject, XMLParserDelegate {
-        var root: String?
-        var text = ""
-        func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?,
-                    qualifiedName: String?, attributes: [String: String] = [:]) { if root == nil { root = name } }
-        func parser(_ parser: XMLParser, foundCharacters string: String) { text += string }
-    }
-
-    private func readSVG(_ url: URL) throws -> SVGReader {
-        let parser = XMLParser(data: try Data(contentsOf: url))
-        let reader = SVGReader()
-        parser.delegate = reader
-        XCTAssertTrue(parser.parse(), "\(url.lastPathComponent) is not well-formed XML")
-        XCTAssertEqual(reader.root, "svg", url.lastPathComponent)
-        return reader
-    }
 
     /// `compare` on a tiny synthetic setup: the tables, summary.json with the five
     /// models, the plots, loadable checkpoints; then `sample` from one of them.
