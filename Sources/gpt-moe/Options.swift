@@ -126,101 +126,74 @@ struct Options {
     }
 
     /// Parses the arguments; throws a one-line message on anything wrong.
-    static func parse(_ args: [String]) throws -> Options {
+    static func parse(_ arguments: [String]) throws -> Options {
         var o = Options()
-        var i = 0
-        if let first = args.first, ["train", "compare", "sample"].contains(first) {
+        var args = ArgumentReader(arguments)
+        if let first = arguments.first, ["train", "compare", "sample"].contains(first) {
             o.command = first
-            i = 1
+            _ = args.next()
         }
         var sawPreset = false, sawTimingRounds = false
-        func value(_ flag: String) throws -> String {
-            i += 1
-            guard i < args.count else { throw UsageError("\(flag) needs a value") }
-            return args[i]
-        }
-        func int(_ flag: String, _ range: ClosedRange<Int>) throws -> Int {
-            let text = try value(flag)
-            guard let v = Int(text), range.contains(v) else {
-                throw UsageError("\(flag) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
-            }
-            return v
-        }
-        func float(_ flag: String, _ range: ClosedRange<Float>) throws -> Float {
-            let text = try value(flag)
-            guard let v = Float(text), v.isFinite, range.contains(v) else {
-                throw UsageError("\(flag) must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
-            }
-            return v
-        }
-        while i < args.count {
-            let flag = args[i]
+        while let flag = args.next() {
             switch flag {
             case "--preset":
-                o.preset = try value(flag)
+                o.preset = try args.value(flag)
                 sawPreset = true
                 guard Preset.named(o.preset) != nil else {
                     throw UsageError("--preset must be one of \(Preset.all.map(\.name).joined(separator: ", ")), got '\(o.preset)'")
                 }
-            case "--steps": o.steps = try int(flag, 1...10_000_000)
-            case "--epochs": o.epochs = try int(flag, 1...100_000)
-            case "--eval-interval": o.evalInterval = try int(flag, 1...10_000_000)
-            case "--eval-windows": o.evalWindows = try int(flag, 0...10_000_000)
-            case "--patience": o.patience = try int(flag, 0...100_000)
-            case "--timing-rounds": o.timingRounds = try int(flag, 0...100_000); sawTimingRounds = true
-            case "--layers": o.layers = try int(flag, 1...64)
-            case "--width": o.width = try int(flag, 1...8192)
-            case "--heads": o.heads = try int(flag, 1...256)
-            case "--context": o.context = try int(flag, 1...8192)
-            case "--hidden": o.hidden = try int(flag, 1...65_536)
+            case "--steps": o.steps = try args.int(flag, 1...10_000_000)
+            case "--epochs": o.epochs = try args.int(flag, 1...100_000)
+            case "--eval-interval": o.evalInterval = try args.int(flag, 1...10_000_000)
+            case "--eval-windows": o.evalWindows = try args.int(flag, 0...10_000_000)
+            case "--patience": o.patience = try args.int(flag, 0...100_000)
+            case "--timing-rounds": o.timingRounds = try args.int(flag, 0...100_000); sawTimingRounds = true
+            case "--layers": o.layers = try args.int(flag, 1...64)
+            case "--width": o.width = try args.int(flag, 1...8192)
+            case "--heads": o.heads = try args.int(flag, 1...256)
+            case "--context": o.context = try args.int(flag, 1...8192)
+            case "--hidden": o.hidden = try args.int(flag, 1...65_536)
             case "--no-tie": o.tieWeights = false
-            case "--text": o.text = try value(flag)
+            case "--text": o.text = try args.value(flag)
             case "--synthetic": o.synthetic = true
-            case "--synthetic-chars": o.syntheticCharacters = try int(flag, 100...100_000_000)
+            case "--synthetic-chars": o.syntheticCharacters = try args.int(flag, 100...100_000_000)
             case "--no-download": o.download = false
             case "--tokenizer":
-                o.tokenizer = try value(flag)
+                o.tokenizer = try args.value(flag)
                 guard ["char", "bpe"].contains(o.tokenizer) else {
                     throw UsageError("--tokenizer must be char or bpe, got '\(o.tokenizer)'")
                 }
-            case "--vocab": o.vocab = try int(flag, 257...1_000_000)
-            case "--stride": o.stride = try int(flag, 1...8192)
-            case "--val-fraction": o.validationFraction = Double(try float(flag, 0.001...0.9))
-            case "--experts": o.experts = try int(flag, 1...1024)
+            case "--vocab": o.vocab = try args.int(flag, 257...1_000_000)
+            case "--stride": o.stride = try args.int(flag, 1...8192)
+            case "--val-fraction": o.validationFraction = Double(try args.float(flag, 0.001...0.9))
+            case "--experts": o.experts = try args.int(flag, 1...1024)
             case "--moe-layers":
-                let text = try value(flag)
+                let text = try args.value(flag)
                 guard ["every-other", "all", "none"].contains(text)
                         || (!text.isEmpty && text.split(separator: ",", omittingEmptySubsequences: false).allSatisfy({ Int($0).map { $0 >= 0 } ?? false })) else {
                     throw UsageError("--moe-layers must be every-other, all, none or block indices like 1,3, got '\(text)'")
                 }
                 o.moeLayers = text
-            case "--batch-size": o.batchSize = try int(flag, 1...100_000)
-            case "--lr": o.learningRate = try float(flag, 1e-8...10)
+            case "--batch-size": o.batchSize = try args.int(flag, 1...100_000)
+            case "--lr": o.learningRate = try args.float(flag, 1e-8...10)
             case "--seed":
-                let text = try value(flag)
+                let text = try args.value(flag)
                 guard let s = UInt64(text) else { throw UsageError("--seed must be a non-negative integer, got '\(text)'") }
                 o.seed = s
-            case "--threads": o.threads = try int(flag, 1...256)
-            case "--out": o.out = try value(flag)
-            case "--checkpoint": o.checkpoint = try value(flag)
-            case "--prompt": o.prompt = try value(flag)
-            case "--length": o.length = try int(flag, 0...1_000_000)
-            case "--sample-temperature": o.temperature = try float(flag, 0...100)
-            case "--sample-top-k": o.sampleTopK = try int(flag, 0...1_000_000)
+            case "--threads": o.threads = try args.int(flag, 1...256)
+            case "--out": o.out = try args.value(flag)
+            case "--checkpoint": o.checkpoint = try args.value(flag)
+            case "--prompt": o.prompt = try args.value(flag)
+            case "--length": o.length = try args.int(flag, 0...1_000_000)
+            case "--sample-temperature": o.temperature = try args.float(flag, 0...100)
+            case "--sample-top-k": o.sampleTopK = try args.int(flag, 0...1_000_000)
             case "-h", "--help": o.help = true
             default:
                 if ["train", "compare", "sample"].contains(flag) {
                     throw UsageError("the command '\(flag)' must come first, before any option")
                 }
-                do {
-                    guard try o.routingFlags.parse(flag, value: { try value(flag) }) else {
-                        throw UsageError("unknown option '\(flag)'")
-                    }
-                } catch let error as RoutingSetupError {
-                    throw UsageError(error.message)
-                }
+                guard try o.routingFlags.parse(flag, from: &args) else { throw UsageError("unknown option '\(flag)'") }
             }
-            i += 1
         }
         if o.help { return o }
         o.routingFlags.finish()
@@ -315,7 +288,3 @@ struct Options {
     }
 }
 
-struct UsageError: Error, CustomStringConvertible {
-    let description: String
-    init(_ message: String) { description = message }
-}

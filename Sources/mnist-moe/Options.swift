@@ -70,67 +70,40 @@ struct Options {
     """
 
     /// Parses the arguments; throws a one-line message on anything wrong.
-    static func parse(_ args: [String]) throws -> Options {
+    static func parse(_ arguments: [String]) throws -> Options {
         var o = Options()
-        var i = 0
-        func value(_ flag: String) throws -> String {
-            i += 1
-            guard i < args.count else { throw UsageError("\(flag) needs a value") }
-            return args[i]
-        }
-        func int(_ flag: String, _ range: ClosedRange<Int>) throws -> Int {
-            let text = try value(flag)
-            guard let v = Int(text), range.contains(v) else {
-                throw UsageError("\(flag) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
-            }
-            return v
-        }
-        func float(_ flag: String, _ range: ClosedRange<Float>) throws -> Float {
-            let text = try value(flag)
-            guard let v = Float(text), v.isFinite, range.contains(v) else {
-                throw UsageError("\(flag) must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
-            }
-            return v
-        }
+        var args = ArgumentReader(arguments)
         var routingFlags = RoutingFlags()
-        while i < args.count {
-            let flag = args[i]
+        while let flag = args.next() {
             switch flag {
             case "ablate": o.command = "ablate"   // the subcommand, usually first
-            case "--train-size": o.trainSize = try int(flag, 1...60_000)
-            case "--epochs": o.epochs = try int(flag, 0...10_000)
-            case "--batch-size": o.batchSize = try int(flag, 1...60_000)
-            case "--lr": o.learningRate = try float(flag, 1e-8...10)
-            case "--experts": o.experts = try int(flag, 1...1024)
-            case "--hidden": o.hidden = try int(flag, 1...65_536)
-            case "--expert-hidden": o.expertHidden = try int(flag, 1...65_536)
+            case "--train-size": o.trainSize = try args.int(flag, 1...60_000)
+            case "--epochs": o.epochs = try args.int(flag, 0...10_000)
+            case "--batch-size": o.batchSize = try args.int(flag, 1...60_000)
+            case "--lr": o.learningRate = try args.float(flag, 1e-8...10)
+            case "--experts": o.experts = try args.int(flag, 1...1024)
+            case "--hidden": o.hidden = try args.int(flag, 1...65_536)
+            case "--expert-hidden": o.expertHidden = try args.int(flag, 1...65_536)
             case "--model":
-                o.model = try value(flag)
+                o.model = try args.value(flag)
                 guard ["moe", "dense", "both"].contains(o.model) else {
                     throw UsageError("--model must be moe, dense or both, got '\(o.model)'")
                 }
             case "--seed":
-                let text = try value(flag)
+                let text = try args.value(flag)
                 guard let s = UInt64(text) else { throw UsageError("--seed must be a non-negative integer, got '\(text)'") }
                 o.seed = s
-            case "--threads": o.threads = try int(flag, 1...256)
-            case "--data-dir": o.dataDir = try value(flag)
-            case "--out": o.out = try value(flag)
-            case "--init": o.initFrom = try value(flag)
-            case "--resume": o.resume = try value(flag)
+            case "--threads": o.threads = try args.int(flag, 1...256)
+            case "--data-dir": o.dataDir = try args.value(flag)
+            case "--out": o.out = try args.value(flag)
+            case "--init": o.initFrom = try args.value(flag)
+            case "--resume": o.resume = try args.value(flag)
             case "--no-shuffle": o.shuffle = false
             case "--no-download": o.download = false
             case "-h", "--help": o.help = true
             default:
-                do {
-                    guard try routingFlags.parse(flag, value: { try value(flag) }) else {
-                        throw UsageError("unknown option '\(flag)'")
-                    }
-                } catch let error as RoutingSetupError {
-                    throw UsageError(error.message)
-                }
+                guard try routingFlags.parse(flag, from: &args) else { throw UsageError("unknown option '\(flag)'") }
             }
-            i += 1
         }
         routingFlags.finish()
         o.routing = routingFlags.applied(to: o.routing)
@@ -166,7 +139,3 @@ struct Options {
     }
 }
 
-struct UsageError: Error, CustomStringConvertible {
-    let description: String
-    init(_ message: String) { description = message }
-}

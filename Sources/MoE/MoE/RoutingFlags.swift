@@ -31,73 +31,59 @@ public struct RoutingFlags {
     /// The value of --top-k, if given (programs check it against their expert count).
     public private(set) var topK: Int? = nil
 
-    /// If `flag` is a routing flag, reads its value with `value()` (which takes
-    /// the next argument), records the change and returns true; else false.
-    public mutating func parse(_ flag: String, value: () throws -> String) throws -> Bool {
-        func bad(_ message: String) -> RoutingSetupError { RoutingSetupError(message: message) }
-        func int(_ range: ClosedRange<Int>) throws -> Int {
-            let text = try value()
-            guard let v = Int(text), range.contains(v) else {
-                throw bad("\(flag) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
-            }
-            return v
-        }
-        func float(_ range: ClosedRange<Float>) throws -> Float {
-            let text = try value()
-            guard let v = Float(text), v.isFinite, range.contains(v) else {
-                throw bad("\(flag) must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
-            }
-            return v
-        }
+    /// If `flag` is a routing flag, reads its value from `args`, records the
+    /// change and returns true; else returns false and reads nothing.
+    public mutating func parse(_ flag: String, from args: inout ArgumentReader) throws -> Bool {
+        func bad(_ message: String) -> UsageError { UsageError(message) }
         func record(_ text: String?, _ body: @escaping (inout RoutingSetup) -> Void) {
             changes.append((text.map { [flag, $0] } ?? [flag], body))
         }
         switch flag {
         case "--top-k":
-            let k = try int(1...1024)
+            let k = try args.int(flag, 1...1024)
             topK = k
             record("\(k)") { $0.k = k }
         case "--aux-weight":
-            let alpha = try float(0...100)
+            let alpha = try args.float(flag, 0...100)
             record("\(alpha)") { $0.auxWeight = alpha }
         case "--router":
-            let router = try value()
+            let router = try args.value(flag)
             guard RoutingSetup.routers.contains(router) else {
                 throw bad("--router must be one of \(RoutingSetup.routers.joined(separator: ", ")), got '\(router)'")
             }
             record(router) { $0.router = router }
         case "--order":
-            let text = try value()
+            let text = try args.value(flag)
             guard let order = TopKGating.Order(rawValue: text) else {
                 throw bad("--order must be softmax-topk or topk-softmax, got '\(text)'")
             }
             record(text) { $0.order = order }
         case "--no-renormalize": record(nil) { $0.renormalize = false }
-        case "--temperature": temperatureStart = try float(0.01...100)
-        case "--temperature-end": temperatureEnd = try float(0.01...100)
+        case "--temperature": temperatureStart = try args.float(flag, 0.01...100)
+        case "--temperature-end": temperatureEnd = try args.float(flag, 0.01...100)
         case "--temperature-schedule":
-            let text = try value()
+            let text = try args.value(flag)
             guard let shape = TemperatureSchedule.Shape(rawValue: text), shape != .constant else {
                 throw bad("--temperature-schedule must be linear or cosine, got '\(text)'")
             }
             temperatureShape = shape
         case "--expert-dropout":
-            let p = try float(0...0.99)
+            let p = try args.float(flag, 0...0.99)
             record("\(p)") { $0.expertDropout = p }
         case "--capacity":
-            let factor = Double(try float(0.01...1000))
+            let factor = Double(try args.float(flag, 0.01...1000))
             record("\(factor)") { $0.capacityFactor = factor }
         case "--overflow":
-            let text = try value()
+            let text = try args.value(flag)
             guard let policy = Capacity.Overflow(rawValue: text) else {
                 throw bad("--overflow must be token-order, score or choice-order, got '\(text)'")
             }
             record(text) { $0.overflow = policy }
         case "--shared-experts":
-            let n = try int(0...64)
+            let n = try args.int(flag, 0...64)
             record("\(n)") { $0.sharedExperts = n }
         case "--balance":
-            let text = try value()
+            let text = try args.value(flag)
             let list = text == "none" ? [] : text.split(separator: ",").map(String.init)
             for m in list where !RoutingSetup.balancingMethods.contains(m) {
                 throw bad("--balance: '\(m)' is not one of switch, cv2, z, bias (or none)")
@@ -105,22 +91,22 @@ public struct RoutingFlags {
             guard Set(list).count == list.count else { throw bad("--balance lists a method twice: '\(text)'") }
             record(text) { $0.balancing = list }
         case "--z-weight":
-            let w = try float(0...100)
+            let w = try args.float(flag, 0...100)
             record("\(w)") { $0.zWeight = w }
         case "--bias-rate":
-            let u = try float(0...1)
+            let u = try args.float(flag, 0...1)
             record("\(u)") { $0.biasRate = u }
         case "--groups":
-            let g = try int(1...1024)
+            let g = try args.int(flag, 1...1024)
             record("\(g)") { $0.groups = g }
         case "--top-groups":
-            let m = try int(1...1024)
+            let m = try args.int(flag, 1...1024)
             record("\(m)") { $0.topGroups = m }
         case "--routed-scaling":
-            let scale = try float(0.001...1000)
+            let scale = try args.float(flag, 0.001...1000)
             record("\(scale)") { $0.routedScaling = scale }
         case "--expert-choice-factor":
-            let factor = Double(try float(0.01...1000))
+            let factor = Double(try args.float(flag, 0.01...1000))
             record("\(factor)") { $0.expertChoiceFactor = factor }
         default:
             return false
