@@ -410,6 +410,40 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(trainer.epochsDone, 0)
     }
 
+    /// A resume file whose training state is damaged (a history that is not the
+    /// JSON we wrote, a generator state of the wrong length, a step that is not a
+    /// number, a moment of the wrong shape) fails with the file's name and leaves
+    /// the trainer as it was.
+    func testRestoringDamagedTrainingStateFailsAndChangesNothing() throws {
+        let folder = try temporaryDirectory()
+        let good = folder.appendingPathComponent("moe.resume.safetensors")
+        try Checkpoint.saveTrainingState(Trainer(model: makeMoE(seed: 1), config: config(epochs: 1)), to: good)
+        let saved = try Safetensors.read(from: good)
+        let tensors = saved.order.map { ($0, saved.tensors[$0]!) }
+        let damages: [(what: String, metadata: [String: String], tensors: [(String, Tensor)])] = [
+            ("history", saved.metadata.merging(["history": "[{\"epoch\": 1"]) { _, new in new }, tensors),
+            ("rng_state", saved.metadata.merging(["rng_state": "1,2,3"]) { _, new in new }, tensors),
+            ("adam_step", saved.metadata.merging(["adam_step": "many"]) { _, new in new }, tensors),
+            ("a moment", saved.metadata, tensors.map { $0.0 == "optimizer.m.input.weight" ? ($0.0, Tensor.zeros([3])) : $0 }),
+        ]
+        for damage in damages {
+            let url = folder.appendingPathComponent("damaged.safetensors")
+            try Safetensors.write(damage.tensors, metadata: damage.metadata, to: url)
+            let trainer = Trainer(model: makeMoE(seed: 0), config: config(epochs: 1))
+            let before = bits(trainer.model), rngBefore = trainer.rng
+            let message = expectSafetensorsError("damaged \(damage.what)") {
+                try Checkpoint.restoreTrainingState(trainer, from: url)
+            }
+            XCTAssertTrue(message.hasPrefix(url.path + ": "), "\(damage.what): \(message)")
+            XCTAssertEqual(bits(trainer.model), before, "\(damage.what): weights changed")
+            XCTAssertEqual(trainer.rng, rngBefore, "\(damage.what): generator changed")
+            XCTAssertEqual(trainer.epochsDone, 0, damage.what)
+            XCTAssertEqual(trainer.optimizer.stepCount, 0, damage.what)
+        }
+        XCTAssertNil(Checkpoint.decodeHistory("not json"))
+        XCTAssertNil(Checkpoint.decodeHistory("[[1, 2]]"), "a record has six numbers")
+    }
+
     // MARK: Routing report
 
     /// Specialization rows are distributions with no entry above 1/K (an image picks an
