@@ -45,8 +45,8 @@ public final class Adam {
     /// One update of every parameter from its current gradient.
     ///
     /// Adam reads and writes four floats per weight and does little arithmetic,
-    /// so it runs at memory speed: for the MNIST MoE's 733k weights it is a
-    /// sizeable part of a step, worth spreading over the threads. Large tensors
+    /// so it runs at memory speed. From `parallelThreshold` weights on it is
+    /// spread over the threads (the MNIST models stay below it). Large tensors
     /// (the 784×256 input weight) are cut into equal ranges, one per thread;
     /// the many small ones are shared out whole, largest first to the least
     /// loaded thread. Every weight's update is the same arithmetic whichever
