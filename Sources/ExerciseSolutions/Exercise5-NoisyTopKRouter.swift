@@ -51,7 +51,7 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
         // Shazeer et al. start the noise network at zero: every scale is
         // softplus(0) = ln 2 until training says otherwise.
         noise.weight.value = .zeros(noise.weight.value.shape)
-        noise.bias.value = .zeros(noise.bias.value.shape)
+        noise.bias!.value = .zeros(noise.bias!.value.shape)
     }
 
     public var name: String { "noisy-topk" }

@@ -61,7 +61,7 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
         noise = Linear(inFeatures: modelDim, outFeatures: experts, rng: &rng)
         // Shazeer et al. start the noise network at zero: every σ = softplus(0) = ln 2.
         noise.weight.value = .zeros(noise.weight.value.shape)
-        noise.bias.value = .zeros(noise.bias.value.shape)
+        noise.bias!.value = .zeros(noise.bias!.value.shape)
     }
 
     public var name: String { "noisy-topk-exercise" }

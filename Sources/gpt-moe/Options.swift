@@ -106,7 +106,7 @@ struct Options {
                              (default: every-other for MoE presets, none for dense)
         Routing and balancing, as in mnist-moe (Sources/MoE/MoE/RoutingSetup.swift);
         each changes the preset's routing (top-k softmax, Switch loss):
-        \(RoutingFlags.usage(topK: "the preset's", auxWeight: "the preset's"))
+        \(RoutingFlags.usage(topK: "the preset's", auxWeight: "the preset's", gateNoise: "none", gateBias: "on in the GPT"))
           (top-1 softmax routing is never renormalised here: Switch's gate, output times probability)
         Optimisation:
           --batch-size N     windows per step (default 32; throughput_opt uses twice this

@@ -41,8 +41,10 @@ struct Preset {
 
     /// Softmax top-k routing with the Switch balancing loss of weight α. With
     /// k = 1 the gate is not renormalised (GPTConfig.layerRouting says why).
+    /// The GPT keeps the gate it was measured with (README, part 4): a bias,
+    /// no noise. `--gate-noise learned --no-gate-bias` gives it the walkthrough's.
     static func topK(_ k: Int, alpha: Float) -> RoutingSetup {
-        var r = RoutingSetup()
+        var r = RoutingSetup.gptDefault
         r.router = "topk"; r.k = k; r.balancing = ["switch"]; r.auxWeight = alpha
         return r
     }

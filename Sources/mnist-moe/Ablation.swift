@@ -22,6 +22,8 @@ func ablationPresets() -> [(name: String, setup: RoutingSetup)] {
     return [
         ("top-2 + Switch loss (default)", base),
         ("top-2, no balancing", variant { $0.balancing = [] }),
+        ("top-2, no gate noise", variant { $0.gateNoise = .none }),
+        ("top-2, gate with a bias", variant { $0.gateBias = true }),
         ("top-2 → softmax over chosen", variant { $0.order = .topKThenSoftmax }),
         ("top-2, not renormalised", variant { $0.renormalize = false }),
         ("Switch top-1", variant { $0.router = "switch" }),

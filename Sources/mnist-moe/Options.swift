@@ -6,6 +6,19 @@
 import Foundation
 import MoE
 
+/// How pixels reach the model.
+enum Normalization: String {
+    /// x / 255, in [0, 1].
+    case none
+    /// (x / 255 − 0.1307) / 0.3081: the training set's mean and standard deviation, as torchvision examples use.
+    case meanstd
+}
+
+/// Which training images a run uses.
+enum SubsetChoice: String {
+    case first, random
+}
+
 struct Options {
     var command = "train"          // train | ablate
     var trainSize = 5_000          // the walkthrough's training subset
@@ -26,7 +39,17 @@ struct Options {
     var hidden = 256               // model width D
     var expertHidden = 128         // hidden width of each expert (and of the dense FFN)
     var model = "both"             // moe | dense | both
+    /// walkthrough: Part 2's model (ReLU after the MoE, bias-free gate, learned
+    /// noise); v1: this project's first model (none of the three).
+    var variant = ClassifierVariant.walkthrough
+    /// Pixel preprocessing. The series never says; `none` (pixels / 255) is the
+    /// default because it is what the series' numbers fit best (part3-mnist.md, §1).
+    var normalize = Normalization.none
+    /// Which training images: the first N of the file, or N drawn with the seed.
+    var subset = SubsetChoice.first
     var seed: UInt64 = 0
+    /// --seeds: several runs, reported as mean ± standard deviation; nil: just `seed`.
+    var seeds: [UInt64]? = nil
     var threads = ProcessInfo.processInfo.activeProcessorCount
     var dataDir: String? = nil
     var out: String? = nil         // default runs/mnist-moe (runs/mnist-moe-ablate for ablate)
@@ -54,7 +77,15 @@ struct Options {
       --hidden N         model width D (default 256)
       --expert-hidden N  hidden width of each expert and of the dense FFN (default 128)
       --model M          moe, dense or both (default both)
-      --seed N           seed for weights and data order (default 0)
+      --variant V        walkthrough (Part 2's model: ReLU after the MoE, bias-free gate,
+                         learned gate noise; the default) or v1 (this project's first model:
+                         no ReLU after the MoE or FFN, gate with a bias, no noise)
+      --normalize N      none (pixels / 255, default) or meanstd ((x - 0.1307) / 0.3081)
+      --subset S         first (the first --train-size images, default) or random (drawn
+                         with the seed)
+      --seed N           seed for weights, noise and data order (default 0)
+      --seeds LIST       several seeds, e.g. 0-4 or 0,3,7: one run each, then mean ± std
+                         beside the walkthrough's numbers (checkpoints in --out/seed-N)
       --threads N        threads for the compute kernels (default: all cores)
       --data-dir DIR     MNIST folder (default: $MNIST_DIR, else ./data/mnist);
                          missing files are downloaded there
@@ -93,6 +124,25 @@ struct Options {
                 let text = try args.value(flag)
                 guard let s = UInt64(text) else { throw UsageError("--seed must be a non-negative integer, got '\(text)'") }
                 o.seed = s
+            case "--seeds": o.seeds = try parseSeeds(try args.value(flag))
+            case "--variant":
+                let text = try args.value(flag)
+                guard let v = ClassifierVariant(rawValue: text) else {
+                    throw UsageError("--variant must be walkthrough or v1, got '\(text)'")
+                }
+                o.variant = v
+            case "--normalize":
+                let text = try args.value(flag)
+                guard let n = Normalization(rawValue: text) else {
+                    throw UsageError("--normalize must be none or meanstd, got '\(text)'")
+                }
+                o.normalize = n
+            case "--subset":
+                let text = try args.value(flag)
+                guard let c = SubsetChoice(rawValue: text) else {
+                    throw UsageError("--subset must be first or random, got '\(text)'")
+                }
+                o.subset = c
             case "--threads": o.threads = try args.int(flag, 1...256)
             case "--data-dir": o.dataDir = try args.value(flag)
             case "--out": o.out = try args.value(flag)
@@ -106,13 +156,15 @@ struct Options {
             }
         }
         routingFlags.finish()
+        // The variant sets the gate; routing flags given on the command line still win.
+        if o.variant == .v1 { o.routing.gateNoise = .none; o.routing.gateBias = true }
         o.routing = routingFlags.applied(to: o.routing)
         guard o.topK <= o.experts else {
             throw UsageError("--top-k \(o.topK) is more than --experts \(o.experts)")
         }
         do { try o.routing.validate(experts: o.experts) } catch { throw UsageError("\(error)") }
-        if o.resume != nil && (o.routing.router == "noisy" || o.routing.expertDropout > 0) {
-            throw UsageError("--resume cannot continue --router noisy or --expert-dropout exactly: their random draws are not saved in checkpoints")
+        if o.seeds != nil && (o.resume != nil || o.initFrom != nil || o.command == "ablate") {
+            throw UsageError("--seeds trains every seed from scratch: it cannot be combined with --init, --resume or ablate")
         }
         if o.command == "ablate" && (o.resume != nil || o.initFrom != nil) {
             throw UsageError("ablate trains every configuration from scratch: --init and --resume do not apply")
@@ -128,6 +180,21 @@ struct Options {
 
     var outDirectory: String { out ?? (command == "ablate" ? "runs/mnist-moe-ablate" : "runs/mnist-moe") }
 
+    /// "0-4" or "0,3,7" (or a mix, "0-2,9"): at most 100 distinct seeds, in the order given.
+    static func parseSeeds(_ text: String) throws -> [UInt64] {
+        var seeds: [UInt64] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let ends = part.split(separator: "-", omittingEmptySubsequences: false)
+            guard (1...2).contains(ends.count), let lo = UInt64(ends[0]), let hi = UInt64(ends.last!), lo <= hi,
+                  hi - lo < 100 else {
+                throw UsageError("--seeds must be a list like 0-4 or 0,3,7 (non-negative integers, ranges low-high), got '\(text)'")
+            }
+            for s in lo...hi where !seeds.contains(s) { seeds.append(s) }
+            guard seeds.count <= 100 else { throw UsageError("--seeds lists more than 100 seeds: '\(text)'") }
+        }
+        return seeds
+    }
+
     /// The configuration as it goes into summary.json.
     var json: [String: Any] {
         ["train_size": trainSize, "test_size": 10_000, "epochs": epochs, "batch_size": batchSize,
@@ -135,7 +202,9 @@ struct Options {
          "lr": Double("\(learningRate)")!, "aux_weight": Double("\(auxWeight)")!, "experts": experts, "top_k": topK,
          "routing": routing.json,
          "hidden": hidden, "expert_hidden": expertHidden, "model": model, "seed": seed, "threads": threads,
-         "shuffle": shuffle, "optimizer": "adam", "pixels_scaled_to": "[0,1]"]
+         "shuffle": shuffle, "optimizer": "adam", "variant": variant.rawValue, "normalize": normalize.rawValue,
+         "subset": subset.rawValue, "seeds": seeds ?? [seed],
+         "pixels": normalize == .none ? "x / 255" : "(x / 255 - 0.1307) / 0.3081"]
     }
 }
 

@@ -10,6 +10,8 @@ import MoE
 struct RunReport {
     let options: Options
     let runs: [ModelRun]
+    /// The seed these runs used (one of --seeds, or --seed).
+    var seed: UInt64? = nil
 
     var moe: ModelRun? { runs.first { $0.model is MoEClassifier } }
     var dense: ModelRun? { runs.first { $0.model is DenseClassifier } }
@@ -20,6 +22,24 @@ struct RunReport {
         static let moeTrain = 0.9986, denseTrain = 1.0
         static let moeLoss = 0.2147, denseLoss = 0.0001
         static let moeAux = 2.10
+        /// Part 3's learning curve, four epochs, (MoE, dense). Training
+        /// accuracies, by every sign (the epoch-30 pair equals the final ones).
+        static let curve: [(epoch: Int, moe: Double, dense: Double)] = [
+            (1, 0.6398, 0.7568), (5, 0.9566, 0.9684), (15, 0.9960, 0.9980), (30, 0.9986, 1.0)]
+    }
+
+    /// True when this run is the walkthrough's setup, so its numbers belong beside ours.
+    var isWalkthroughSetup: Bool {
+        options.epochs == 30 && options.trainSize == 5000 && options.experts == 8 && options.topK == 2
+            && options.routing == RoutingSetup() && options.variant == .walkthrough
+            && options.hidden == 256 && options.expertHidden == 128 && options.auxWeight == 0.1 && options.batchSize == 64
+    }
+
+    /// One line per seed of a --seeds run.
+    func seedLine() -> String {
+        "seed \(seed ?? options.seed): " + runs.map { r in
+            "\(r.model.name) test \(Self.pct(r.testAccuracy)), train \(Self.pct(r.trainer.history.last?.trainAccuracy ?? .nan))"
+        }.joined(separator: "; ")
     }
 
     static func pct(_ x: Double) -> String { x.isNaN ? "-" : String(format: "%.2f%%", 100 * x) }
@@ -35,10 +55,7 @@ struct RunReport {
     func tables() -> String {
         var text = ""
         func section(_ title: String, _ table: TextTable) { text += "\n\(title)\n\(table.render())\n" }
-        let isDefault = options.epochs == 30 && options.trainSize == 5000 && options.experts == 8 && options.topK == 2
-            && options.routing == RoutingSetup()
-            && options.hidden == 256 && options.expertHidden == 128 && options.auxWeight == 0.1 && options.batchSize == 64
-        let w = isDefault   // the walkthrough's column only makes sense for its own setup
+        let w = isWalkthroughSetup   // the walkthrough's column only makes sense for its own setup
 
         var setup = TextTable(headers: ["Property", "MoE", "Dense MLP"])
         setup.addRow(["Total parameters", moe.map { Self.int($0.model.parameterCount) } ?? "-",
@@ -65,6 +82,29 @@ struct RunReport {
             String(format: "%.2f", Walkthrough.moeAux), "-")
         row("Training time (steps only)", { String(format: "%.2f s", $0.trainSeconds) }, "-", "-")
         section("Accuracy comparison", accuracy)
+
+        // The learning curve: training accuracy (as the epoch went) and test
+        // accuracy (after it), at the walkthrough's four epochs and the last.
+        let history = runs.map { $0.trainer.history }
+        let shown = Array(Set(Walkthrough.curve.map(\.epoch).filter { $0 <= options.epochs } + [options.epochs]))
+            .sorted().filter { $0 >= 1 }
+        var headers = ["Epoch"]
+        for r in runs { let l = r.model is MoEClassifier ? "MoE" : "Dense"; headers += ["\(l) train", "\(l) test"] }
+        if w { headers += ["walkthrough MoE", "walkthrough dense"] }
+        var curve = TextTable(headers: headers)
+        for epoch in shown {
+            var row = ["\(epoch)"]
+            for h in history {
+                let e = h.first { $0.epoch == epoch }
+                row += [Self.pct(e?.trainAccuracy ?? .nan), Self.pct(e?.testAccuracy ?? .nan)]
+            }
+            if w {
+                let ref = Walkthrough.curve.first { $0.epoch == epoch }
+                row += [ref.map { Self.pct($0.moe) } ?? "-", ref.map { Self.pct($0.dense) } ?? "-"]
+            }
+            curve.addRow(row)
+        }
+        section("Learning curve (train = running accuracy during the epoch, test = after it; the walkthrough's are training accuracies)", curve)
 
         if let m = moe {
             var efficiency = TextTable(headers: ["Metric", "Value"])
@@ -161,7 +201,9 @@ struct RunReport {
             }
             return entry
         }
-        return ["config": options.json, "models": models,
+        var config = options.json
+        if let seed { config["seed"] = seed }
+        return ["config": config, "models": models,
                 "machine": ["cores": ProcessInfo.processInfo.activeProcessorCount,
                             "os": ProcessInfo.processInfo.operatingSystemVersionString]]
     }

@@ -67,13 +67,31 @@ do {
 guard options.trainSize <= mnist.train.count else {
     fail("--train-size \(options.trainSize) is more than the \(mnist.train.count) training images", usage: true, status: 2)
 }
-func labeled(_ split: MNISTSplit, _ n: Int) -> LabeledImages {
+/// The first `n` images of a split, or `n` drawn with `seed` (kept in file
+/// order), scaled to [0, 1] and normalised as --normalize says.
+func labeled(_ split: MNISTSplit, _ n: Int, choice: SubsetChoice = .first, seed: UInt64 = 0) -> LabeledImages {
     let pixels = split.rows * split.cols
-    return LabeledImages(images: Array(split.images[0..<(n * pixels)]), labels: split.labels[0..<n].map(Int.init),
-                         pixels: pixels)
+    var indices = Array(0..<split.labels.count)
+    if choice == .random && n < indices.count {
+        var rng = Xoshiro256(seed: seed ^ 0x5B5E_7000)   // a stream of its own: the subset does not move the weights
+        rng.shuffle(&indices)
+        indices = Array(indices[0..<n]).sorted()
+    } else {
+        indices = Array(indices[0..<n])
+    }
+    var images = [Float](repeating: 0, count: n * pixels)
+    for (r, i) in indices.enumerated() {
+        for j in 0..<pixels {
+            let x = split.images[i * pixels + j]
+            images[r * pixels + j] = options.normalize == .meanstd ? (x - 0.1307) / 0.3081 : x
+        }
+    }
+    return LabeledImages(images: images, labels: indices.map { Int(split.labels[$0]) }, pixels: pixels)
 }
-let trainSet = labeled(mnist.train, options.trainSize)
 let testSet = labeled(mnist.test, mnist.test.count)
+/// The training images of a seed (they differ between seeds only with --subset random).
+func trainingSet(seed: UInt64) -> LabeledImages { labeled(mnist.train, options.trainSize, choice: options.subset, seed: seed) }
+var trainSet = trainingSet(seed: options.seed)
 
 // MARK: - Training
 
@@ -102,18 +120,23 @@ if options.command == "ablate" {
 /// The settings that shape a run, saved in every checkpoint. `--resume` refuses
 /// a checkpoint made with different ones: the continuation would not be the run
 /// it claims to continue.
-let runMetadata: [String: String] = [
-    "source": "mnist-moe", "seed": String(options.seed), "train_size": String(options.trainSize),
+func runMetadata(seed: UInt64) -> [String: String] { [
+    "source": "mnist-moe", "seed": String(seed), "variant": options.variant.rawValue,
+    "normalize": options.normalize.rawValue, "subset": options.subset.rawValue, "train_size": String(options.trainSize),
     "batch_size": String(options.batchSize), "lr": String(options.learningRate),
     "aux_weight": String(options.auxWeight), "experts": String(options.experts), "top_k": String(options.topK),
     "hidden": String(options.hidden), "expert_hidden": String(options.expertHidden), "shuffle": String(options.shuffle),
     "routing": options.routing.summary,
-]
+] }
 let flagOfKey = ["seed": "--seed", "train_size": "--train-size", "batch_size": "--batch-size", "lr": "--lr",
                  "aux_weight": "--aux-weight", "experts": "--experts", "top_k": "--top-k", "hidden": "--hidden",
-                 "expert_hidden": "--expert-hidden", "shuffle": "--no-shuffle", "routing": "the routing options"]
+                 "expert_hidden": "--expert-hidden", "shuffle": "--no-shuffle", "routing": "the routing options",
+                 "variant": "--variant", "normalize": "--normalize", "subset": "--subset"]
 
-func train(_ model: Classifier) -> ModelRun {
+func train(_ model: Classifier, seed: UInt64, into outDirectory: URL) -> ModelRun {
+    let runMetadata = runMetadata(seed: seed)
+    var config = config
+    config.seed = seed
     let trainer = Trainer(model: model, config: config)
     do {
         if let path = options.initFrom {
@@ -131,7 +154,7 @@ func train(_ model: Classifier) -> ModelRun {
     } catch {
         fail("\(error)")
     }
-    let label = model.name == "moe" ? "MoE  " : "Dense"
+    let label = (model.name == "moe" ? "MoE  " : "Dense") + (options.seeds != nil ? " seed \(seed)" : "")
     while trainer.epochsDone < config.epochs {
         let epoch = trainer.epochsDone + 1
         let bar = ProgressBar(title: "\(label) epoch \(String(format: "%2d", epoch))/\(config.epochs)",
@@ -143,7 +166,7 @@ func train(_ model: Classifier) -> ModelRun {
         }
         record.testAccuracy = Trainer.accuracy(of: model, on: testSet)
         trainer.history[trainer.history.count - 1] = record
-        bar.finish(status: String(format: "loss %.4f%@  train acc %.2f%%  test acc %.2f%%  %.2fs",
+        bar.finish(status: String(format: "ce %.4f%@  train acc %.2f%%  test acc %.2f%%  %.2fs",
                                   record.trainLoss, model is MoEClassifier ? String(format: "  aux %.3f", record.auxLoss) : "",
                                   100 * record.trainAccuracy, 100 * record.testAccuracy, record.seconds))
     }
@@ -162,37 +185,67 @@ func train(_ model: Classifier) -> ModelRun {
     return run
 }
 
-print("MNIST: \(trainSet.count) training images, \(testSet.count) test images from \(dataDirectory.path)")
-print("\(options.epochs) epochs, batch \(options.batchSize), Adam lr \(options.learningRate), seed \(options.seed), \(options.threads) thread(s)")
-print("MoE routing: \(options.routing.summary)\n")
+let seedList = options.seeds ?? [options.seed]
+print("MNIST: \(trainSet.count) training images (\(options.subset.rawValue)), \(testSet.count) test images from \(dataDirectory.path); "
+      + "pixels \(options.normalize == .none ? "/ 255" : "mean/std normalised")")
+print("\(options.epochs) epochs, batch \(options.batchSize), Adam lr \(options.learningRate), "
+      + (options.seeds == nil ? "seed \(options.seed)" : "seeds \(seedList.map(String.init).joined(separator: ","))")
+      + ", \(options.threads) thread(s)")
+print("Model: \(options.variant == .walkthrough ? "the walkthrough's (ReLU after the MoE)" : "v1 (no ReLU after the MoE)"); "
+      + "MoE routing: \(options.routing.summary)\n")
 
 /// The MoE classifier of these options and routing settings (validated by Options.parse).
-func makeMoE(_ routing: RoutingSetup) -> MoEClassifier {
-    var rng = Xoshiro256(seed: options.seed)
-    return MoEClassifier(inputSize: trainSet.pixels, hidden: options.hidden, classes: 10, rng: &rng) { rng in
+func makeMoE(_ routing: RoutingSetup, seed: UInt64 = options.seed) -> MoEClassifier {
+    var rng = Xoshiro256(seed: seed)
+    return MoEClassifier(inputSize: trainSet.pixels, hidden: options.hidden, classes: 10,
+                         reluAfterMoE: options.variant == .walkthrough, rng: &rng) { rng in
         routing.makeLayer(modelDim: options.hidden, hiddenDim: options.expertHidden, experts: options.experts,
-                          seed: options.seed, rng: &rng)
+                          seed: seed, rng: &rng)
     }
 }
 
-var runs: [ModelRun] = []
-if options.model != "dense" {
-    runs.append(train(makeMoE(options.routing)))
-}
-if options.model != "moe" {
-    var rng = Xoshiro256(seed: options.seed)
-    runs.append(train(DenseClassifier(inputSize: trainSet.pixels, hidden: options.hidden,
-                                      expertHidden: options.expertHidden, classes: 10, rng: &rng)))
+/// Both models (as --model says) of one seed, trained, checkpointed in `directory`.
+func runSeed(_ seed: UInt64, into directory: URL) -> [ModelRun] {
+    trainSet = trainingSet(seed: seed)
+    var runs: [ModelRun] = []
+    if options.model != "dense" {
+        runs.append(train(makeMoE(options.routing, seed: seed), seed: seed, into: directory))
+    }
+    if options.model != "moe" {
+        var rng = Xoshiro256(seed: seed)
+        runs.append(train(DenseClassifier(inputSize: trainSet.pixels, hidden: options.hidden,
+                                          expertHidden: options.expertHidden, classes: 10, variant: options.variant,
+                                          rng: &rng), seed: seed, into: directory))
+    }
+    return runs
 }
 
 // MARK: - Report
 
-let report = RunReport(options: options, runs: runs)
-print(report.tables())
-do {
-    try report.write(to: outDirectory)
-} catch {
-    fail("\(error)")
+if options.seeds == nil {
+    let runs = runSeed(options.seed, into: outDirectory)
+    let report = RunReport(options: options, runs: runs)
+    print(report.tables())
+    do {
+        try report.write(to: outDirectory)
+    } catch {
+        fail("\(error)")
+    }
+    print("Wrote \(outDirectory.path)/: summary.json, \(report.plotNames.joined(separator: ", ")), " +
+          runs.map { "\($0.model.name).safetensors, \($0.model.name).resume.safetensors" }.joined(separator: ", "))
+} else {
+    var perSeed: [(seed: UInt64, runs: [ModelRun])] = []
+    for seed in seedList {
+        let directory = outDirectory.appendingPathComponent("seed-\(seed)")
+        let runs = runSeed(seed, into: directory)
+        let report = RunReport(options: options, runs: runs, seed: seed)
+        do { try report.write(to: directory) } catch { fail("\(error)") }
+        print(report.seedLine())
+        perSeed.append((seed, runs))
+    }
+    let spread = SeedSpreadReport(options: options, seeds: perSeed)
+    print(spread.tables())
+    do { try spread.write(to: outDirectory) } catch { fail("\(error)") }
+    print("Wrote \(outDirectory.path)/: summary.json, \(SeedSpreadReport.plotNames.joined(separator: ", ")), "
+          + "and seed-N/ with each seed's summary.json, plots and checkpoints")
 }
-print("Wrote \(outDirectory.path)/: summary.json, \(report.plotNames.joined(separator: ", ")), " +
-      runs.map { "\($0.model.name).safetensors" }.joined(separator: ", "))

@@ -58,7 +58,7 @@ func timedStep(_ model: MoEClassifier, x: Tensor, labels: [Int], clock: inout Ph
     clock.last = PhaseClock.now()
 
     // Forward.
-    var h = model.input.forward(x)                 // [N, D]
+    var h = model.inputProj.forward(x)             // [N, D]
     h = model.relu.forward(h)
     let n = h.shape[0]
     clock.lap(.rest)
@@ -90,9 +90,11 @@ func timedStep(_ model: MoEClassifier, x: Tensor, labels: [Int], clock: inout Ph
         }
     }
     clock.lap(.combine)
-    let classLogits = model.output.forward(y)      // [N, C]
+    if let relu = model.reluAfterMoE { y = relu.forward(y) }
+    let classLogits = model.outputProj.forward(y)  // [N, C]
     let ce = SoftmaxCrossEntropy.compute(logits: classLogits, labels: labels)
-    let dy = model.output.backward(ce.gradient)    // [N, D]
+    var dy = model.outputProj.backward(ce.gradient)    // [N, D]
+    if let relu = model.reluAfterMoE { dy = relu.backward(dy) }
     clock.lap(.rest)
 
     // Backward.
@@ -131,7 +133,7 @@ func timedStep(_ model: MoEClassifier, x: Tensor, labels: [Int], clock: inout Ph
         for (r, pair) in groups[ex].enumerated() { dx.addRow(pair.token, scaledRow: r, of: inputGradients[ex], by: 1) }
     }
     clock.lap(.dispatch)
-    model.input.backwardParameters(model.relu.backward(dx))
+    model.inputProj.backwardParameters(model.relu.backward(dx))
     clock.lap(.rest)
     for b in layer.balancing { b.update(after: routing) }   // MoELayer.afterStep
     clock.lap(.router)
@@ -146,6 +148,10 @@ func verifyCopy(_ model: MoEClassifier, x: Tensor, labels: [Int]) -> Double {
     let copyLogits = timedStep(model, x: x, labels: labels, clock: &clock)
     let copyGrads = model.parameters.map(\.grad)
     model.zeroGrad()
+    // The same ε as the copy drew: the gate noise is replayed, not drawn anew.
+    let gating = model.moe.router as? TopKGating
+    gating?.replaysNoise = true
+    defer { gating?.replaysNoise = false }
     let logits = model.forward(x)
     model.backward(SoftmaxCrossEntropy.compute(logits: logits, labels: labels).gradient)
     var worst = Double(copyLogits.maxAbsDifference(logits))

@@ -430,3 +430,41 @@ final class BalancingCheckpointTests: XCTestCase {
         XCTAssertEqual(restored.moe.lastRouting?.experts, trained.moe.lastRouting?.experts)
     }
 }
+
+/// Part 1 of the series says any deviation from uniform routing raises the
+/// Switch loss above its balanced value k "by Cauchy–Schwarz". Written out,
+///     L = N Σᵢ fᵢ pᵢ = k + N Σᵢ (fᵢ − k/N)(pᵢ − 1/N),
+/// and the second term is a covariance between load and mean probability,
+/// which can be negative: an expert that wins many tokens narrowly, beside one
+/// that is certain about the few it wins, gives L < k.
+/// (Notebooks/part1-foundations.md works the same example by hand.)
+extension BalancingTests {
+    func testSwitchLossCanFallBelowK() {
+        // N = 2 experts, k = 1, B = 3 tokens: (0.6, 0.4) twice, then (0.1, 0.9).
+        let p = Tensor(shape: [3, 2], data: [0.6, 0.4, 0.6, 0.4, 0.1, 0.9])
+        let routing = TopKGating.select(probabilities: p, k: 1, renormalize: false)
+        XCTAssertEqual(routing.experts, [0, 0, 1], "each token goes to its most probable expert")
+        let value = SwitchLoadBalancingLoss(routing: routing).value
+        // f = (2/3, 1/3), p = (13/30, 17/30): L = 2·(26/90 + 17/90) = 86/90.
+        XCTAssertEqual(value, 86.0 / 90.0, accuracy: 1e-6)
+        XCTAssertLessThan(value, 1, "below the balanced value k = 1")
+        // The decomposition, term by term.
+        let f = [2.0 / 3, 1.0 / 3], mean = [13.0 / 30, 17.0 / 30]
+        let covariance = 2 * zip(f, mean).reduce(0) { $0 + ($1.0 - 0.5) * ($1.1 - 0.5) }
+        XCTAssertEqual(1 + covariance, value, accuracy: 1e-6)
+    }
+
+    /// The same happens to real routers, not only to hand-made tables: a search
+    /// over random logits for the walkthrough's N = 8, k = 2 finds batches whose
+    /// loss is below 2.
+    func testRandomBatchesOfTheWalkthroughsShapeFallBelowKToo() {
+        var rng = Xoshiro256(seed: 11)
+        var lowest = Double.infinity
+        for _ in 0..<200 {
+            let logits = Tensor.normal([16, 8], std: 2, rng: &rng)
+            let r = TopKGating.select(probabilities: softmaxRows(logits), k: 2, renormalize: true)
+            lowest = min(lowest, SwitchLoadBalancingLoss(routing: r).value)
+        }
+        XCTAssertLessThan(lowest, 2, "some batch of 16 tokens has L < k = 2 (lowest \(lowest))")
+    }
+}

@@ -41,8 +41,10 @@ final class CommandLineTests: CommandLineTestCase {
         let documented = ["--train-size", "--epochs", "--batch-size", "--lr", "--aux-weight", "--experts", "--top-k",
                           "--hidden", "--expert-hidden", "--model", "--seed", "--threads", "--data-dir", "--no-download",
                           "--out", "--init", "--resume", "--no-shuffle", "-h", "--help",
+                          "--variant", "--normalize", "--subset", "--seeds",
                           // routing and balancing
-                          "--router", "--order", "--no-renormalize", "--temperature", "--temperature-end",
+                          "--router", "--order", "--no-renormalize", "--gate-noise", "--gate-bias", "--no-gate-bias",
+                          "--temperature", "--temperature-end",
                           "--temperature-schedule", "--expert-dropout", "--capacity", "--overflow", "--shared-experts",
                           "--balance", "--z-weight", "--bias-rate", "--groups", "--top-groups", "--routed-scaling",
                           "--expert-choice-factor"]
@@ -211,7 +213,7 @@ final class CommandLineTests: CommandLineTestCase {
                                "--shared-experts", "1", "--balance", "switch,z", "--out", out.path], timeout: 600)
         XCTAssertEqual(outcome.status, 0, outcome.summary)
         guard outcome.status == 0 else { return }
-        XCTAssertTrue(outcome.stdout.contains("MoE routing: switch top-1, capacity 1.0 score, 1 shared, switch α=0.1 + z 0.001"),
+        XCTAssertTrue(outcome.stdout.contains("MoE routing: switch top-1, learned noise, capacity 1.0 score, 1 shared, switch α=0.1 + z 0.001"),
                       outcome.stdout)
         XCTAssertTrue(outcome.stdout.contains("Capacity dropped"), outcome.stdout)
         XCTAssertTrue(outcome.stdout.contains("perfect balance 1, total collapse 8"), "top-1: balanced Switch loss is 1")
@@ -330,9 +332,9 @@ final class CommandLineTests: CommandLineTestCase {
         // 4. The checkpoints, read back and loaded into fresh models.
         let moeFile = try Safetensors.read(from: out.appendingPathComponent("moe.safetensors"))
         let denseFile = try Safetensors.read(from: out.appendingPathComponent("dense.safetensors"))
-        XCTAssertEqual(moeFile.order.count, 4 + 8 * 4 + 2, "input, gate, 8 experts of 4 tensors, output")
-        XCTAssertEqual(denseFile.order, ["input.weight", "input.bias", "ffn.up.weight", "ffn.up.bias",
-                                         "ffn.down.weight", "ffn.down.bias", "output.weight", "output.bias"])
+        XCTAssertEqual(moeFile.order.count, 2 + 2 + 8 * 4 + 2, "input_proj, gate and noise weights, 8 experts of 4 tensors, output_proj")
+        XCTAssertEqual(denseFile.order, ["input_proj.weight", "input_proj.bias", "ffn.net.0.weight", "ffn.net.0.bias",
+                                         "ffn.net.2.weight", "ffn.net.2.bias", "output_proj.weight", "output_proj.bias"])
         XCTAssertEqual(moeFile.metadata["source"], "mnist-moe")
         var rng = Xoshiro256(seed: 1)
         try Checkpoint.loadWeights(into: MoEClassifier(rng: &rng), from: out.appendingPathComponent("moe.safetensors"))

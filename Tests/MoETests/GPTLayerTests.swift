@@ -121,7 +121,7 @@ final class GPTLayerTests: XCTestCase {
     private func referenceAttention(_ layer: CausalSelfAttention, _ x: Tensor) -> [Double] {
         let (b, t, c, h) = (x.shape[0], x.shape[1], layer.width, layer.heads)
         let hs = c / h
-        let wq = layer.qkv.weight.value, bq = layer.qkv.bias.value
+        let wq = layer.qkv.weight.value, bq = layer.qkv.bias!.value
         func project(_ row: Int, _ out: Int) -> Double {   // (x·W_qkvᵀ + b)[row, out]
             var s = Double(bq.data[out])
             for j in 0..<c { s += Double(x.data[row * c + j]) * Double(wq[out, j]) }
@@ -148,7 +148,7 @@ final class GPTLayerTests: XCTestCase {
                 }
             }
         }
-        let wp = layer.proj.weight.value, bp = layer.proj.bias.value
+        let wp = layer.proj.weight.value, bp = layer.proj.bias!.value
         var out: [Double] = []
         for row in 0..<(b * t) {
             for o in 0..<c {

@@ -21,7 +21,8 @@ final class GPTModelTests: XCTestCase {
         for moe in [false, true] {
             var rng = Xoshiro256(seed: 40)
             let ffn: FeedForward = moe
-                ? MoELayer(modelDim: 8, hiddenDim: 10, experts: 3, k: 2, auxLossWeight: 0, activation: .gelu, rng: &rng)
+                ? MoELayer(modelDim: 8, hiddenDim: 10, experts: 3, k: 2, auxLossWeight: 0, activation: .gelu,
+                           noise: .none, gateBias: true, rng: &rng)
                 : Expert(modelDim: 8, hiddenDim: 10, activation: .gelu, rng: &rng)
             let block = TransformerBlock(width: 8, heads: 2, feedForward: ffn, rng: &rng)
             let x = Tensor.uniform([2, 4, 8], low: -1, high: 1, rng: &rng)
@@ -113,8 +114,8 @@ final class GPTModelTests: XCTestCase {
         XCTAssertTrue(moe.headWeight === moe.embedding.tokenTable)
         XCTAssertEqual(moe.namedParameters.filter { $0.parameter === moe.embedding.tokenTable }.count, 1)
         XCTAssertNil(moe.namedParameters.first { $0.name == "head.weight" })
-        XCTAssertTrue(moe.namedParameters.contains { $0.name == "blocks.1.moe.experts.3.down.bias" })
-        XCTAssertTrue(moe.namedParameters.contains { $0.name == "blocks.0.mlp.up.weight" })
+        XCTAssertTrue(moe.namedParameters.contains { $0.name == "blocks.1.moe.experts.3.net.2.bias" })
+        XCTAssertTrue(moe.namedParameters.contains { $0.name == "blocks.0.mlp.net.0.weight" })
         XCTAssertEqual(Set(moe.namedParameters.map(\.name)).count, moe.namedParameters.count, "names are unique")
     }
 

@@ -19,9 +19,19 @@ final class MoELayerTests: XCTestCase {
         XCTAssertEqual(moe.activeParameterCount, 337_426)
         XCTAssertEqual(dense.parameterCount, 269_450)
         XCTAssertEqual(dense.activeParameterCount, 269_450)
-        XCTAssertEqual(moe.namedParameters.first?.name, "input.weight")
-        XCTAssertTrue(moe.namedParameters.contains { $0.name == "moe.experts.7.down.bias" })
-        XCTAssertTrue(dense.namedParameters.contains { $0.name == "ffn.up.weight" })
+        // Part 2's module names, so its PyTorch classes load the checkpoints with strict keys.
+        XCTAssertEqual(moe.namedParameters.map(\.name).filter { !$0.hasPrefix("moe.experts.") },
+                       ["input_proj.weight", "input_proj.bias", "moe.gating.gate.weight", "moe.gating.noise_weights",
+                        "output_proj.weight", "output_proj.bias"])
+        XCTAssertTrue(moe.namedParameters.contains { $0.name == "moe.experts.7.net.2.bias" })
+        XCTAssertEqual(dense.namedParameters.map(\.name),
+                       ["input_proj.weight", "input_proj.bias", "ffn.net.0.weight", "ffn.net.0.bias",
+                        "ffn.net.2.weight", "ffn.net.2.bias", "output_proj.weight", "output_proj.bias"])
+        // The v1 variant spends the same 8 parameters on a gate bias instead of noise weights.
+        let v1 = MoEClassifier(variant: .v1, rng: &rng)
+        XCTAssertEqual(v1.parameterCount, 732_946)
+        XCTAssertTrue(v1.namedParameters.contains { $0.name == "moe.gating.gate.bias" })
+        XCTAssertNil(v1.reluAfterMoE)
     }
 
     func testTopKSelectionRenormalisesAndBreaksTiesByLowerIndex() {
@@ -92,6 +102,9 @@ final class MoELayerTests: XCTestCase {
         let x = Tensor.uniform([9, 6], low: -1, high: 1, rng: &rng)
         let r = Tensor.uniform([9, 6], low: -1, high: 1, rng: &rng)
         _ = layer.forward(x)
+        // The walkthrough's learned noise: hold ε fixed, so every evaluation is
+        // the same function, and check ∂L/∂noise_weights with the rest.
+        (layer.router as! TopKGating).replaysNoise = true
         let choice = chosenSets(layer.lastRouting!)
         let report = GradientCheck.check(parameters: layer.namedParameters, input: x, maxElements: 40, loss: { x in
             let y = layer.forward(x!)
@@ -151,6 +164,8 @@ final class MoELayerTests: XCTestCase {
             DenseClassifier(inputSize: 10, hidden: 8, expertHidden: 6, classes: 5, rng: &rng),
         ]
         for model in models {
+            _ = model.forward(x)
+            ((model as? MoEClassifier)?.moe.router as? TopKGating)?.replaysNoise = true   // ε held fixed
             // ε = 1e-3: a bias moves a unit's pre-activation in every row at once, so
             // a larger step would cross ReLU's kink too often; the loss is computed
             // in Double (SoftmaxCrossEntropy), so the smaller step is not too noisy.

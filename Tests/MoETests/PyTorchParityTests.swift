@@ -2,7 +2,9 @@
 // the same tiny models in PyTorch, runs autograd and torch.optim.Adam, and
 // saves inputs, weights, outputs, every gradient and the weights after 3 Adam
 // steps in Fixtures/parity.safetensors. Here the Swift models load the same
-// weights and must reproduce every number.
+// weights and must reproduce every number. The PyTorch modules are the
+// walkthrough's Part 2 classes (moe_torch.py), gate noise included: the
+// fixture holds the ε of every forward pass, and the Swift router uses it.
 //
 // Tolerances: both sides compute in float32 but in different orders (tiled
 // FMA sums here, MKL/oneDNN there), so values differ by a few ulps of the
@@ -48,14 +50,46 @@ final class PyTorchParityTests: XCTestCase {
 
     func labels(_ prefix: String) throws -> [Int] { try tensor("\(prefix)/labels").data.map { Int($0) } }
 
-    func testMoEClassifierMatchesPyTorch() throws {
+    /// ε of forward pass `step` [B, N], from the fixture.
+    func noise(step: Int) throws -> [Float] {
+        let all = try tensor("moe/noise")   // [3, B, N]
+        let size = all.shape[1] * all.shape[2]
+        return Array(all.data[(step * size)..<((step + 1) * size)])
+    }
+
+    func makeMoE() -> MoEClassifier {
         var rng = Xoshiro256(seed: 0)
-        let model = MoEClassifier(inputSize: 12, hidden: 8, expertHidden: 6, experts: 4, topK: 2, classes: 5,
-                                  auxLossWeight: 0.1, rng: &rng)
+        return MoEClassifier(inputSize: 12, hidden: 8, expertHidden: 6, experts: 4, topK: 2, classes: 5,
+                             auxLossWeight: 0.1, rng: &rng)
+    }
+
+    /// The Swift names are exactly the state_dict keys of Part 2's PyTorch
+    /// classes: a checkpoint loads there with strict=True, and theirs here.
+    func testCheckpointNamesAreTheStateDictOfPart2sModules() throws {
+        for (prefix, model) in [("moe", makeMoE() as Classifier),
+                                ("dense", { var r = Xoshiro256(seed: 0)
+                                            return DenseClassifier(inputSize: 12, hidden: 8, expertHidden: 6, classes: 5, rng: &r) }())] {
+            let theirs = Set(fixture.order.filter { $0.hasPrefix("\(prefix)/param/") }.map { String($0.dropFirst(prefix.count + 7)) })
+            XCTAssertEqual(Set(model.namedParameters.map(\.name)), theirs, prefix)
+        }
+    }
+
+    /// Evaluation mode adds no noise: the logits are a deterministic function of x.
+    func testEvaluationLogitsMatchPyTorchWithoutNoise() throws {
+        let model = makeMoE()
+        try load(model, prefix: "moe")
+        model.setMode(training: false, progress: 1)
+        compare("eval logits", model.forward(try tensor("moe/x")), try tensor("moe/eval_logits"), tolerance: 1e-5)
+    }
+
+    func testMoEClassifierMatchesPyTorch() throws {
+        let model = makeMoE()
+        let gating = try XCTUnwrap(model.moe.router as? TopKGating)
         try load(model, prefix: "moe")
         let x = try tensor("moe/x"), y = try labels("moe")
 
-        let logits = model.forward(x)
+        gating.useNoise(try noise(step: 0))
+        let (logits, aux, counts) = model(x)
         let routing = model.moe.lastRouting!
         compare("router probabilities", routing.probabilities, try tensor("moe/router_probs"), tolerance: 1e-6)
         XCTAssertEqual(routing.experts, try tensor("moe/topk_index").data.map { Int($0) }, "top-k choices differ")
@@ -63,7 +97,8 @@ final class PyTorchParityTests: XCTestCase {
         compare("logits", logits, try tensor("moe/logits"), tolerance: 1e-5)
         let ce = SoftmaxCrossEntropy.compute(logits: logits, labels: y)
         XCTAssertEqual(ce.loss, Double(try tensor("moe/ce_loss").data[0]), accuracy: 1e-5)
-        XCTAssertEqual(model.auxLoss, Double(try tensor("moe/aux_loss").data[0]), accuracy: 1e-5)
+        XCTAssertEqual(aux, Double(try tensor("moe/aux_loss").data[0]), accuracy: 1e-5)
+        XCTAssertEqual(counts.reduce(0, +), 2 * x.shape[0], "expert_counts: k slots per row")
         XCTAssertEqual(ce.loss + model.weightedAuxLoss, Double(try tensor("moe/loss").data[0]), accuracy: 1e-5)
 
         model.zeroGrad()
@@ -73,7 +108,7 @@ final class PyTorchParityTests: XCTestCase {
         }
 
         try load(model, prefix: "moe")
-        try checkAdam(model, prefix: "moe", x: x, y: y)
+        try checkAdam(model, prefix: "moe", x: x, y: y) { step in gating.useNoise(try self.noise(step: step)) }
     }
 
     func testDenseClassifierMatchesPyTorch() throws {
@@ -95,10 +130,12 @@ final class PyTorchParityTests: XCTestCase {
     }
 
     /// Three Adam steps (lr 1e-2) on the same batch, from the fixture's initial weights.
-    func checkAdam(_ model: Classifier, prefix: String, x: Tensor, y: [Int]) throws {
+    func checkAdam(_ model: Classifier, prefix: String, x: Tensor, y: [Int],
+                   beforeStep: (Int) throws -> Void = { _ in }) throws {
         let adam = Adam(parameters: model.parameters, learningRate: 1e-2)
         var losses: [Float] = []
-        for _ in 0..<3 {
+        for step in 0..<3 {
+            try beforeStep(step)
             model.zeroGrad()
             let ce = SoftmaxCrossEntropy.compute(logits: model.forward(x), labels: y)
             losses.append(Float(ce.loss + model.weightedAuxLoss))

@@ -64,7 +64,7 @@ final class RouterEquivalenceTests: XCTestCase {
     /// every policy must give the dropless layer's output and gradients, bit for bit.
     func testALargeCapacityEqualsDroplessRouting() {
         var rng = Xoshiro256(seed: 72)
-        let layer = MoELayer(modelDim: 5, hiddenDim: 6, experts: 4, k: 2, rng: &rng)
+        let layer = MoELayer(modelDim: 5, hiddenDim: 6, experts: 4, k: 2, noise: .none, gateBias: true, rng: &rng)
         let x = Tensor.uniform([12, 5], low: -1, high: 1, rng: &rng)
         let dy = Tensor.uniform([12, 5], low: -1, high: 1, rng: &rng)
         func run() -> (y: Tensor, dx: Tensor, gate: Tensor) {

@@ -169,7 +169,7 @@ final class RouterInvariantTests: XCTestCase {
         }
         func noisy(seed: UInt64) -> Router {
             let router = NoisyTopKGating(experts: 8, k: 2, modelDim: 5, seed: seed)
-            router.noise.bias.value = Tensor(shape: [8], repeating: 1)   // σ = softplus(1) ≈ 1.3: noise that matters
+            router.noise.bias!.value = Tensor(shape: [8], repeating: 1)   // σ = softplus(1) ≈ 1.3: noise that matters
             return router
         }
         XCTAssertEqual(runs { noisy(seed: 7) }, runs { noisy(seed: 7) })

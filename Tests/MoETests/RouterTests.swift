@@ -118,14 +118,14 @@ final class RouterTests: XCTestCase {
         let router = NoisyTopKGating(experts: 5, k: 2, modelDim: 6, seed: 3)
         // Zero at init (the paper's choice): σ = softplus(0) = ln 2 for every token and expert.
         XCTAssertEqual(router.noise.weight.value.data.map(abs).max(), 0)
-        XCTAssertEqual(router.noise.bias.value.data.map(abs).max(), 0)
+        XCTAssertEqual(router.noise.bias!.value.data.map(abs).max(), 0)
         var rng = Xoshiro256(seed: 32)
         _ = router.route(logits: .zeros([3, 5]), context: RoutingContext(input: .uniform([3, 6], low: -1, high: 1, rng: &rng)))
         for sigma in router.lastNoiseScale!.data { XCTAssertEqual(sigma, Float(log(2.0)), accuracy: 1e-7) }
         // Random here, so every term of the backward is exercised.
         rng = Xoshiro256(seed: 32)
         router.noise.weight.value = .uniform([5, 6], low: -0.5, high: 0.5, rng: &rng)
-        router.noise.bias.value = .uniform([5], low: -0.5, high: 0.5, rng: &rng)
+        router.noise.bias!.value = .uniform([5], low: -0.5, high: 0.5, rng: &rng)
         let saved = router.generator
         assertRouterGradient(router, "noisy top-2, training", seed: 34, replay: { router.generator = saved })
         XCTAssertGreaterThan(router.noise.weight.grad.data.map(abs).max()!, 0, "the noise network must learn")
@@ -164,8 +164,21 @@ final class RouterTests: XCTestCase {
         assertLayerGradient(noisy, "layer, noisy top-2", seed: 44, prepare: { layer in
             var rng = Xoshiro256(seed: 45)
             noisy.noise.weight.value = .uniform([4, 6], low: -0.5, high: 0.5, rng: &rng)
-            XCTAssertTrue(layer.namedParameters.contains { $0.name == "router.noise.weight" })
+            XCTAssertTrue(layer.namedParameters.contains { $0.name == "gating.noise.weight" })
         }, replay: { noisy.generator = saved })
+
+        // The walkthrough's learned gate noise, ε held fixed after the first draw:
+        // checks ∂L/∂noise_weights beside the rest, in both orders and with a temperature.
+        for (order, t, seed) in [(TopKGating.Order.softmaxThenTopK, Float(1), UInt64(50)), (.topKThenSoftmax, 1.5, 47)] {
+            let learned = TopKGating(experts: 4, k: 2, order: order, temperature: TemperatureSchedule(start: t),
+                                     noise: .learned, seed: seed)
+            var calls = 0
+            assertLayerGradient(learned, "layer, top-2 with learned noise, \(order.rawValue), T = \(t)", seed: seed, prepare: { layer in
+                learned.noiseWeights!.value = Tensor(shape: [4], data: [-0.5, 0.2, 0.8, -1.0])
+                XCTAssertTrue(layer.namedParameters.contains { $0.name == "gating.noise_weights" })
+            }, replay: { calls += 1; if calls > 1 { learned.replaysNoise = true } })
+            XCTAssertGreaterThan(learned.noiseWeights!.grad.data.map(abs).max()!, 0, "the noise scale is learned")
+        }
 
         for overflow in Capacity.Overflow.allCases {
             assertLayerGradient(TopKGating(experts: 4, k: 2), "layer, top-2, capacity 0.75 \(overflow.rawValue)", seed: 46,
@@ -210,7 +223,7 @@ final class RouterTests: XCTestCase {
             _ = layer.forward(x)
             layer.zeroGrad()
             _ = layer.backward(.uniform([8, 5], low: -1, high: 1, rng: &rng))
-            let gateGradient = layer.gate.weight.grad.data.map(abs).max()! + layer.gate.bias.grad.data.map(abs).max()!
+            let gateGradient = layer.gate.weight.grad.data.map(abs).max()! + (layer.gate.bias?.grad.data.map(abs).max() ?? 0)
             if renormalize { XCTAssertEqual(gateGradient, 0) } else { XCTAssertGreaterThan(gateGradient, 0) }
             let used = Set(layer.lastRouting!.experts)
             XCTAssertGreaterThan(layer.experts[used.first!].up.weight.grad.data.map(abs).max()!, 0)

@@ -1,34 +1,43 @@
-"""The PyTorch reference models shared by pytorch_parity.py and pytorch_mnist.py.
+"""The walkthrough's four modules in PyTorch, written here from Part 2's description.
 
-Plain PyTorch modules whose parameter names are the checkpoint names the Swift
-package uses:
+Part 2 of "Deconstructing MoE from Scratch" names four classes and prints most
+of them: Expert, TopKGating, MoELayer, MoEClassifier. These are those classes,
+with the module structure (and so the state_dict keys) Part 2 gives them, so a
+checkpoint written by `mnist-moe` loads here with strict key checking:
 
-    MoEClassifier:   input -> ReLU -> moe -> output
-        input            nn.Linear(in, D)
-        moe.gate         nn.Linear(D, E)              router logits
-        moe.experts.{i}  up: nn.Linear(D, H), ReLU, down: nn.Linear(H, D)
-        output           nn.Linear(D, classes)
+    MoEClassifier:   input_proj -> ReLU -> moe -> ReLU -> output_proj
+        input_proj               nn.Linear(in, d)
+        moe.gating.gate          nn.Linear(d, N, bias=False)        router logits
+        moe.gating.noise_weights nn.Parameter(zeros(N))             learned noise scale per expert
+        moe.experts.{i}.net      Sequential(Linear(d, h), ReLU, Linear(h, d))  -> net.0, net.2
+        output_proj              nn.Linear(d, classes)
 
-    DenseClassifier: input -> ReLU -> ffn -> output
-        ffn              up: nn.Linear(D, H), ReLU, down: nn.Linear(H, D)
+    DenseClassifier: input_proj -> ReLU -> ffn -> ReLU -> output_proj
+        ffn.net                  Sequential(Linear(d, h), ReLU, Linear(h, d))
+        (Part 2 never prints its dense baseline; this one is the MoE with one
+        expert that every row uses, the ReLU after it included, as in Swift.)
 
-There is no activation after the MoE layer (or after the dense FFN).
+Routing (TopKGating.forward), for each row b of x [B, d], N experts:
+    logits    = gate(x)                                   [B, N]
+    training: logits += randn_like(logits) * softplus(noise_weights)
+    probs     = softmax(logits)                           noisy in training
+    index     = the k largest probs per row, largest first. Part 2 calls
+                torch.topk, whose order among equal values is unspecified;
+                here a stable descending sort, so ties go to the lower index
+                (the fixtures are chosen with clear margins, so this never
+                decides anything in them)
+    weight    = top_k_values / (top_k_values.sum(-1) + 1e-8)   renormalised
+Pass `noise=` to use a given ε instead of drawing one (the fixtures do, so
+Swift can use the very same draws).
 
-Routing, for each row n of the MoE input x [N, D]:
-    p[n]      = softmax(gate(x[n]))                      over all E experts
-    e[n, :]   = indices of the k largest p[n, i], largest first; equal
-                probabilities are ordered by the lower expert index (a stable
-                descending sort, not torch.topk, which promises no order)
-    w[n, j]   = p[n, e[n, j]] / sum_j' p[n, e[n, j']]    renormalised (Mixtral)
-    y[n]      = sum_j w[n, j] * expert_{e[n, j]}(x[n])
-
-Load-balancing loss (Switch Transformer style), over the N rows of a batch:
-    f_i = (number of rows whose top-k contains expert i) / N     (sum f = k)
-    P_i = mean_n p[n, i]
-    aux = E * sum_i f_i * P_i
-f is a count, a constant for autograd: the gradient of aux reaches the gate
-only through P. With perfectly balanced routing f_i = k/E and P_i = 1/E, so
-aux = k; for k = 2 the balanced value is 2.
+MoELayer.forward runs every expert on every row and gathers the k chosen,
+as Part 2 does ("educational"; Swift runs each expert on its own rows only,
+which gives the same numbers), and returns (output, aux_loss, expert_counts):
+    f_i = (rows whose top-k contains i) / B     (sum f = k), a constant
+    p_i = mean_b probs[b, i]                    the noisy probabilities
+    aux = N * sum_i f_i * p_i                   balanced: k
+    expert_counts[i] = rows routed to i (Part 2 returns a tensor of this name
+    without saying what it holds; this is our reading)
 """
 
 import torch
@@ -37,107 +46,110 @@ import torch.nn.functional as F
 
 
 class Expert(nn.Module):
-    """One feed-forward expert: up (D -> H), ReLU, down (H -> D)."""
+    """Part 2's Expert(input_dim, hidden_dim, output_dim): Linear, ReLU, Linear."""
 
-    def __init__(self, d_model, d_hidden):
+    def __init__(self, input_dim, hidden_dim, output_dim):
         super().__init__()
-        self.up = nn.Linear(d_model, d_hidden)
-        self.down = nn.Linear(d_hidden, d_model)
+        self.net = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, output_dim))
 
     def forward(self, x):
-        return self.down(F.relu(self.up(x)))
+        return self.net(x)
 
 
-def route(logits, k):
-    """Softmax over all experts, then the top-k per row and their renormalised weights.
+class TopKGating(nn.Module):
+    """Part 2's TopKGating(input_dim, num_experts, top_k): bias-free gate, learned noise, top-k, renormalise."""
 
-    Returns (probs [N, E], index [N, k] int64, weight [N, k]). The selection is
-    not differentiable (it is an argsort of detached values); the weights are,
-    through the gathered probabilities.
-    """
-    probs = torch.softmax(logits, dim=-1)
-    order = torch.sort(probs.detach(), dim=-1, descending=True, stable=True).indices
-    index = order[:, :k]
-    chosen = probs.gather(1, index)
-    weight = chosen / chosen.sum(dim=-1, keepdim=True)
-    return probs, index, weight
+    def __init__(self, input_dim, num_experts, top_k=2):
+        super().__init__()
+        self.top_k = top_k
+        self.gate = nn.Linear(input_dim, num_experts, bias=False)
+        self.noise_weights = nn.Parameter(torch.zeros(num_experts))
 
-
-def load_balancing_loss(probs, index, num_experts):
-    """E * sum_i f_i * P_i with f_i a (gradient-free) fraction of rows, P_i the mean probability."""
-    n = probs.shape[0]
-    # Every row picks k distinct experts, so counting slots counts rows.
-    counts = torch.bincount(index.reshape(-1), minlength=num_experts)
-    f = counts.to(probs.dtype) / n
-    P = probs.mean(dim=0)
-    return num_experts * torch.sum(f * P)
+    def forward(self, x, noise=None):
+        """Returns (top_k_values [B, k], top_k_indices [B, k], gate_probs [B, N])."""
+        logits = self.gate(x)
+        if self.training:
+            eps = torch.randn_like(logits) if noise is None else noise
+            logits = logits + eps * F.softplus(self.noise_weights).unsqueeze(0)
+        gate_probs = torch.softmax(logits, dim=-1)
+        top_k_indices = torch.sort(gate_probs.detach(), dim=-1, descending=True, stable=True).indices[:, : self.top_k]
+        top_k_values = gate_probs.gather(1, top_k_indices)
+        top_k_values = top_k_values / (top_k_values.sum(dim=-1, keepdim=True) + 1e-8)
+        return top_k_values, top_k_indices, gate_probs
 
 
 class MoELayer(nn.Module):
-    """Gate + experts. forward(x) -> (y, aux, (probs, index, weight))."""
+    """Part 2's MoELayer: every expert on every row, gather the k chosen, weight and sum."""
 
-    def __init__(self, d_model, d_hidden, num_experts, k):
+    def __init__(self, input_dim, output_dim, num_experts=8, top_k=2, expert_hidden_dim=128):
         super().__init__()
         self.num_experts = num_experts
-        self.k = k
-        self.gate = nn.Linear(d_model, num_experts)
-        self.experts = nn.ModuleList(Expert(d_model, d_hidden) for _ in range(num_experts))
+        self.gating = TopKGating(input_dim, num_experts, top_k)
+        self.experts = nn.ModuleList(Expert(input_dim, expert_hidden_dim, output_dim) for _ in range(num_experts))
+        self.last_routing = None
 
-    def forward(self, x):
-        probs, index, weight = route(self.gate(x), self.k)
-        y = torch.zeros_like(x)
-        # Dispatch: each expert runs once, on the rows routed to it.
-        for i, expert in enumerate(self.experts):
-            rows, slots = torch.nonzero(index == i, as_tuple=True)
-            if rows.numel() == 0:
-                continue
-            out = expert(x.index_select(0, rows))
-            out = out * weight[rows, slots].unsqueeze(1)
-            y = y.index_add(0, rows, out)
-        aux = load_balancing_loss(probs, index, self.num_experts)
-        return y, aux, (probs, index, weight)
+    def forward(self, x, noise=None):
+        top_k_values, top_k_indices, gate_probs = self.gating(x, noise)
+        expert_outputs = torch.stack([expert(x) for expert in self.experts], dim=1)      # [B, N, out]
+        index = top_k_indices.unsqueeze(-1).expand(-1, -1, expert_outputs.shape[-1])
+        selected = torch.gather(expert_outputs, 1, index)                                  # [B, k, out]
+        output = (selected * top_k_values.unsqueeze(-1)).sum(dim=1)
+        batch = x.shape[0]
+        expert_mask = torch.zeros(batch, self.num_experts).scatter_add_(
+            1, top_k_indices, torch.ones_like(top_k_values))
+        f = expert_mask.sum(0) / batch
+        p = gate_probs.mean(0)
+        auxiliary_loss = self.num_experts * (f * p).sum()
+        expert_counts = expert_mask.sum(0)
+        self.last_routing = (gate_probs, top_k_indices, top_k_values)
+        return output, auxiliary_loss, expert_counts
 
 
 class MoEClassifier(nn.Module):
-    def __init__(self, d_in, d_model, d_hidden, num_experts, k, num_classes):
-        super().__init__()
-        self.input = nn.Linear(d_in, d_model)
-        self.moe = MoELayer(d_model, d_hidden, num_experts, k)
-        self.output = nn.Linear(d_model, num_classes)
+    """Part 2's MoEClassifier(input_dim=784, hidden_dim=256, num_classes=10, num_experts=8, top_k=2)."""
 
-    def forward(self, x):
-        """Returns (logits, aux, (probs, index, weight))."""
-        h = F.relu(self.input(x))
-        y, aux, routing = self.moe(h)
-        return self.output(y), aux, routing
+    def __init__(self, input_dim=784, hidden_dim=256, num_classes=10, num_experts=8, top_k=2, expert_hidden_dim=128):
+        super().__init__()
+        self.input_proj = nn.Linear(input_dim, hidden_dim)
+        self.moe = MoELayer(hidden_dim, hidden_dim, num_experts=num_experts, top_k=top_k,
+                            expert_hidden_dim=expert_hidden_dim)
+        self.output_proj = nn.Linear(hidden_dim, num_classes)
+
+    def forward(self, x, noise=None):
+        """Returns (logits, aux_loss, expert_counts)."""
+        x = F.relu(self.input_proj(x))
+        x, aux_loss, expert_counts = self.moe(x, noise)
+        x = F.relu(x)
+        return self.output_proj(x), aux_loss, expert_counts
 
 
 class DenseClassifier(nn.Module):
-    def __init__(self, d_in, d_model, d_hidden, num_classes):
+    """The dense baseline: the MoE classifier with one always-used expert."""
+
+    def __init__(self, input_dim=784, hidden_dim=256, num_classes=10, expert_hidden_dim=128):
         super().__init__()
-        self.input = nn.Linear(d_in, d_model)
-        self.ffn = Expert(d_model, d_hidden)
-        self.output = nn.Linear(d_model, num_classes)
+        self.input_proj = nn.Linear(input_dim, hidden_dim)
+        self.ffn = Expert(hidden_dim, expert_hidden_dim, hidden_dim)
+        self.output_proj = nn.Linear(hidden_dim, num_classes)
 
     def forward(self, x):
-        return self.output(self.ffn(F.relu(self.input(x))))
+        return self.output_proj(F.relu(self.ffn(F.relu(self.input_proj(x)))))
 
 
-def moe_loss(model, x, labels, alpha):
-    """(total, ce, aux, logits, routing) for an MoEClassifier."""
-    logits, aux, routing = model(x)
+def moe_loss(model, x, labels, alpha, noise=None):
+    """(total, ce, aux, logits, (probs, index, weight)): L = L_task + alpha * L_balance, as Part 1 writes it."""
+    logits, aux, _ = model(x, noise)
     ce = F.cross_entropy(logits, labels)
-    return ce + alpha * aux, ce, aux, logits, routing
+    return ce + alpha * aux, ce, aux, logits, model.moe.last_routing
 
 
 def fill_missing_grads(model):
     """Give every parameter a gradient tensor (zeros where autograd produced none).
 
-    An expert that receives no rows takes no part in the graph, so its .grad
-    stays None and torch.optim.Adam would skip it for that step entirely (no
-    moment decay, no step-count increment). With a zero gradient instead, Adam
-    updates every parameter at every step, which is what an optimiser that
-    keeps one gradient buffer per parameter does; the fixture assumes that.
+    Part 2's layer runs every expert on every row, so every expert is in the
+    graph; an expert no row chose still gets an exact zero gradient through the
+    gather. Kept for safety: Adam then steps every parameter at every step, as
+    Swift's Adam, which keeps one gradient buffer per parameter, does.
     """
     for p in model.parameters():
         if p.grad is None:

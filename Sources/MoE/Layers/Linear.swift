@@ -9,7 +9,8 @@ public final class Linear: Layer {
     public let inFeatures: Int
     public let outFeatures: Int
     public let weight: Parameter  // [O, I]
-    public let bias: Parameter    // [O]
+    /// [O], or nil for a map without bias (the walkthrough's gate, `nn.Linear(…, bias=False)`).
+    public let bias: Parameter?
     /// Threads this layer's products may use; `MoELayer` sets 1 for experts
     /// because it already runs experts in parallel.
     public var threads: Int? = nil
@@ -18,18 +19,19 @@ public final class Linear: Layer {
     /// PyTorch's default initialisation: W and b uniform in (−1/√I, 1/√I)
     /// (kaiming_uniform with a = √5 for W, which works out to the same bound),
     /// so a model built here starts in the same distribution as PyTorch's.
-    public init(inFeatures: Int, outFeatures: Int, rng: inout Xoshiro256) {
+    /// Without a bias, only W is drawn (PyTorch draws nothing for it either).
+    public init(inFeatures: Int, outFeatures: Int, bias hasBias: Bool = true, rng: inout Xoshiro256) {
         precondition(inFeatures > 0 && outFeatures > 0,
                      "Linear: sizes must be positive, got in \(inFeatures), out \(outFeatures)")
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         let bound = 1 / Float(inFeatures).squareRoot()
         weight = Parameter(.uniform([outFeatures, inFeatures], low: -bound, high: bound, rng: &rng))
-        bias = Parameter(.uniform([outFeatures], low: -bound, high: bound, rng: &rng))
+        bias = hasBias ? Parameter(.uniform([outFeatures], low: -bound, high: bound, rng: &rng)) : nil
     }
 
     public var namedParameters: [(name: String, parameter: Parameter)] {
-        [("weight", weight), ("bias", bias)]
+        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
     }
 
     /// y = x·Wᵀ + b.   x [N, I] -> y [N, O]
@@ -38,14 +40,14 @@ public final class Linear: Layer {
                      "Linear(\(inFeatures)→\(outFeatures)): input has shape \(x.shape), expected [N, \(inFeatures)]")
         input = x
         var y = matmul(x, weight.value, transposeB: true, threads: threads ?? Parallel.threads)  // [N, O]
-        y.addRowVector(bias.value)
+        if let bias { y.addRowVector(bias.value) }
         return y
     }
 
     /// Backward of y = x·Wᵀ + b, for dy = dL/dy [N, O]:
     ///
     ///     dL/dW [O, I] += dyᵀ · x      (each weight sees every row's x, weighted by dy)
-    ///     dL/db [O]    += Σₙ dy[n, :]
+    ///     dL/db [O]    += Σₙ dy[n, :]       (when there is a bias)
     ///     dL/dx [N, I]  = dy · W
     ///
     /// Returns dL/dx. Use `backwardParameters` when dL/dx is not needed (the
@@ -60,6 +62,6 @@ public final class Linear: Layer {
         precondition(dy.shape == [input.shape[0], outFeatures],
                      "Linear(\(inFeatures)→\(outFeatures)).backward: dy has shape \(dy.shape), expected [\(input.shape[0]), \(outFeatures)]")
         matmulAccumulate(into: &weight.grad, dy, input, transposeA: true, threads: threads ?? Parallel.threads)
-        bias.grad.addColumnSums(of: dy)
+        bias?.grad.addColumnSums(of: dy)
     }
 }

@@ -13,7 +13,11 @@ public enum ExpertActivation: String {
     case relu, gelu
 }
 
-/// Linear(D→H) → ReLU (or GELU) → Linear(H→D), named `up`, `down` as in the checkpoints.
+/// Linear(D→H) → ReLU (or GELU) → Linear(H→D): Part 2's
+/// `Expert.net = nn.Sequential(Linear, ReLU, Linear)`. The two maps are `up`
+/// and `down` here; in checkpoints they are `net.0` and `net.2`, the names
+/// PyTorch gives the Sequential's first and third modules, so a module
+/// written with Part 2's class structure loads them unchanged.
 public final class Expert: Layer {
     public let up: Linear      // W [H, D], b [H]
     public let activation: Layer
@@ -42,6 +46,6 @@ public final class Expert: Layer {
     }
 
     public var namedParameters: [(name: String, parameter: Parameter)] {
-        prefixed("up", up.namedParameters) + prefixed("down", down.namedParameters)
+        prefixed("net.0", up.namedParameters) + prefixed("net.2", down.namedParameters)
     }
 }

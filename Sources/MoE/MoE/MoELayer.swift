@@ -1,7 +1,7 @@
 // MoELayer: route each token to k experts, run each expert once on its tokens,
 // and add up the answers weighted by the gate.
 //
-//     logits      = gate(x) = x·Wᵀ + b                   [N, E]
+//     logits      = gate(x) = x·Wᵀ (+ b)                 [N, E]   no bias in the walkthrough's gate
 //     routing     = router.route(logits)                 which experts, what weights (Router.swift)
 //     for each expert e:
 //         X_e     = rows of x routed to e                [n_e, D]   (dispatch)
@@ -25,7 +25,12 @@
 //     dL/dX_e       = Expert_e.backward(dL/dY_e)
 //     dL/dx[n]     += dL/dX_e[row] for each of n's slots, plus the router's dL/dx
 //
+// Part 2 writes this layer as `x, aux_loss, expert_counts = self.moe(x)`; that
+// call is `callAsFunction` below. Checkpoint names follow Part 2's modules:
+// `gating.gate.weight`, `gating.noise_weights`, `experts.{i}.net.0.*`, `experts.{i}.net.2.*`.
+//
 // Legend: N tokens, D model width, E experts, K experts per token, n_e tokens of expert e.
+// (The walkthrough writes B for the tokens of a batch, N for the experts, d for the width.)
 import Foundation
 
 /// What routing did, accumulated over many batches (an epoch, a test set).
@@ -91,7 +96,8 @@ public struct RoutingStatistics {
 /// A sparse mixture-of-experts layer: a gate, a `Router`, E `Expert`s, and
 /// the balancing methods that keep them all in use.
 public final class MoELayer: Layer {
-    /// Router logits: Linear(D → E), checkpoint name "gate".
+    /// Router logits: Linear(D → E), W [E, D] (and b [E] only if asked for);
+    /// checkpoint name "gating.gate" (Part 2's `TopKGating.gate`).
     public let gate: Linear
     public let router: Router
     public let experts: [Expert]
@@ -118,22 +124,25 @@ public final class MoELayer: Layer {
     private var groups: [[(token: Int, slot: Int)]] = []   // per expert, its (token, slot) pairs in token order
     private var expertOutputs: [Tensor] = []               // Y_e [n_e, D] per expert
 
-    /// The walkthrough's layer: top-k gating, Switch loss with weight α.
+    /// The walkthrough's layer: a bias-free gate, top-k gating with learned
+    /// noise (`noise: .none` to drop it), Switch loss with weight α.
     public convenience init(modelDim: Int, hiddenDim: Int, experts: Int, k: Int, auxLossWeight: Float = 0.1,
-                            activation: ExpertActivation = .relu, renormalize: Bool = true, rng: inout Xoshiro256) {
+                            activation: ExpertActivation = .relu, renormalize: Bool = true,
+                            noise: TopKGating.Noise = .learned, gateBias: Bool = false, seed: UInt64 = 0,
+                            rng: inout Xoshiro256) {
         self.init(modelDim: modelDim, hiddenDim: hiddenDim, experts: experts,
-                  router: TopKGating(experts: experts, k: k, renormalize: renormalize),
-                  balancing: [SwitchBalancing(weight: auxLossWeight)], activation: activation, rng: &rng)
+                  router: TopKGating(experts: experts, k: k, renormalize: renormalize, noise: noise, seed: seed),
+                  balancing: [SwitchBalancing(weight: auxLossWeight)], gateBias: gateBias, activation: activation, rng: &rng)
     }
 
     /// Any router and balancing methods. Parameters are drawn from `rng` in
     /// the order gate, routed experts, shared experts.
     public init(modelDim: Int, hiddenDim: Int, experts: Int, router: Router, balancing: [LoadBalancing],
                 capacity: Capacity? = nil, sharedExperts: Int = 0, sharedHiddenDim: Int? = nil,
-                activation: ExpertActivation = .relu, rng: inout Xoshiro256) {
+                gateBias: Bool = true, activation: ExpertActivation = .relu, rng: inout Xoshiro256) {
         precondition(router.expertCount == experts,
                      "MoELayer: the router has \(router.expertCount) experts, the layer \(experts)")
-        gate = Linear(inFeatures: modelDim, outFeatures: experts, rng: &rng)
+        gate = Linear(inFeatures: modelDim, outFeatures: experts, bias: gateBias, rng: &rng)
         func makeExperts(_ count: Int, hidden: Int) -> [Expert] {
             (0..<count).map { _ in
                 let expert = Expert(modelDim: modelDim, hiddenDim: hidden, activation: activation, rng: &rng)
@@ -161,6 +170,23 @@ public final class MoELayer: Layer {
     /// Σ α_b · value_b over the balancing methods: what the training loss adds.
     public var weightedAuxLoss: Double {
         zip(balancing, balancingValues).reduce(0) { $0 + Double($1.0.weight) * $1.1 }
+    }
+
+    /// Part 2's `output, aux_loss, expert_counts = moe(x)`: x [N, D] -> y [N, D],
+    /// the unweighted balancing loss of this batch (L_balance, before α), and
+    /// how many of the batch's token-slots each expert received [E].
+    public func callAsFunction(_ x: Tensor) -> (output: Tensor, auxLoss: Double, expertCounts: [Int]) {
+        let y = forward(x)
+        return (y, auxLoss, lastExpertCounts)
+    }
+
+    /// Token-slots each expert received in the last forward pass (dropped slots not counted).   [E]
+    public var lastExpertCounts: [Int] {
+        var counts = [Int](repeating: 0, count: experts.count)
+        if let r = lastRouting {
+            for t in 0..<r.tokenCount { for j in 0..<r.k { if let e = r.dispatchedExpert(token: t, slot: j) { counts[e] += 1 } } }
+        }
+        return counts
     }
 
     /// x [N, D] -> y [N, D]. Also evaluates the balancing methods and adds to `statistics`.
@@ -312,8 +338,10 @@ public final class MoELayer: Layer {
     }
 
     public var namedParameters: [(name: String, parameter: Parameter)] {
-        var list = prefixed("gate", gate.namedParameters)
-        list += prefixed("router", router.namedParameters)
+        // Part 2's `gating` module holds the gate and the noise weights; other
+        // routers' own weights (noisy top-k's noise network) sit beside them.
+        var list = prefixed("gating.gate", gate.namedParameters)
+        list += prefixed("gating", router.namedParameters)
         for (i, expert) in experts.enumerated() { list += prefixed("experts.\(i)", expert.namedParameters) }
         for (i, expert) in sharedExperts.enumerated() { list += prefixed("shared.\(i)", expert.namedParameters) }
         return list

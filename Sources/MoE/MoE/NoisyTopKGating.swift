@@ -79,13 +79,23 @@ public final class NoisyTopKGating: Router {
         var unused = Xoshiro256(seed: seed)   // Linear draws a PyTorch-style init, which we then zero
         noise = Linear(inFeatures: modelDim, outFeatures: experts, rng: &unused)
         noise.weight.value = .zeros([experts, modelDim])
-        noise.bias.value = .zeros([experts])
+        noise.bias!.value = .zeros([experts])
         generator = Xoshiro256(seed: seed ^ 0x0015_E7D0_6A7E)
     }
 
     public var name: String { "noisy" }        // as RoutingSetup and mnist-moe --router call it
     public var slots: Int { k }
     public var namedParameters: [(name: String, parameter: Parameter)] { prefixed("noise", noise.namedParameters) }
+
+    /// The noise generator's position, for `--resume`.
+    public var randomState: [UInt64] { let s = generator.state; return [s.0, s.1, s.2, s.3] }
+
+    public func restoreRandomState(_ words: [UInt64]) throws {
+        guard words.count == 4, words.contains(where: { $0 != 0 }) else {
+            throw RoutingSetupError(message: "NoisyTopKGating: a saved generator state is 4 words, not all zero; got \(words.count)")
+        }
+        generator = Xoshiro256(state: (words[0], words[1], words[2], words[3]))
+    }
 
     public func route(logits: Tensor, context: RoutingContext) -> Routing {
         precondition(logits.rank == 2 && logits.shape[1] == expertCount,

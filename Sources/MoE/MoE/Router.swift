@@ -128,10 +128,22 @@ public protocol Router: AnyObject {
     var namedParameters: [(name: String, parameter: Parameter)] { get }
     /// After `backward`: the router's own contribution to dL/dx [N, D], or nil.
     func inputGradient() -> Tensor?
+    /// The positions of the router's random generators (noise, expert dropout),
+    /// saved by `--resume` so a continued run draws what the uninterrupted one
+    /// would have; empty for a router that draws nothing.
+    var randomState: [UInt64] { get }
+    /// Restores `randomState`; throws on words this router cannot have saved.
+    func restoreRandomState(_ words: [UInt64]) throws
 }
 
 extension Router {
     public var activeExperts: Double { Double(slots) }
     public var namedParameters: [(name: String, parameter: Parameter)] { [] }
     public func inputGradient() -> Tensor? { nil }
+    public var randomState: [UInt64] { [] }
+    public func restoreRandomState(_ words: [UInt64]) throws {
+        guard words.isEmpty else {
+            throw RoutingSetupError(message: "router '\(name)' has no random state, but \(words.count) words were saved")
+        }
+    }
 }

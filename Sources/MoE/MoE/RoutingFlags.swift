@@ -59,6 +59,14 @@ public struct RoutingFlags {
             }
             record(text) { $0.order = order }
         case "--no-renormalize": record(nil) { $0.renormalize = false }
+        case "--gate-noise":
+            let text = try args.value(flag)
+            guard let noise = TopKGating.Noise(rawValue: text) else {
+                throw bad("--gate-noise must be learned or none, got '\(text)'")
+            }
+            record(text) { $0.gateNoise = noise }
+        case "--gate-bias": record(nil) { $0.gateBias = true }
+        case "--no-gate-bias": record(nil) { $0.gateBias = false }
         case "--temperature": temperatureStart = try args.float(flag, 0.01...100)
         case "--temperature-end": temperatureEnd = try args.float(flag, 0.01...100)
         case "--temperature-schedule":
@@ -128,7 +136,8 @@ public struct RoutingFlags {
 
     /// The usage lines of every routing flag, indented like the programs' own;
     /// a program names its own defaults for k and α.
-    public static func usage(topK: String = "2", auxWeight: String = "0.1") -> String {
+    public static func usage(topK: String = "2", auxWeight: String = "0.1", gateNoise: String = "learned",
+                             gateBias: String = "off") -> String {
         """
       --top-k N          experts per token (default \(topK))
       --aux-weight X     α, weight of the Switch (or CV²) balancing loss; 0 turns it off
@@ -138,6 +147,9 @@ public struct RoutingFlags {
                          deepseek (sigmoid scores, group-limited top-k, DeepSeek-V3)
       --order O          softmax-topk (default) or topk-softmax (softmax over the chosen logits)
       --no-renormalize   top-k weights are the raw probabilities, not rescaled to sum to 1
+      --gate-noise N     learned (eps * softplus(noise_weights) added to the logits in
+                         training, Part 2) or none; topk and switch only (default \(gateNoise))
+      --gate-bias        give the gate Linear a bias; --no-gate-bias removes it (default \(gateBias))
       --temperature T    router temperature (default 1); with --temperature-end, the start
       --temperature-end T  anneal to T over training ...
       --temperature-schedule S  ... linearly or by cosine (linear | cosine; default linear)

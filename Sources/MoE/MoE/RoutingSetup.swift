@@ -6,13 +6,18 @@
 //
 // Every router and balancing method of Router.swift and LoadBalancingLoss.swift
 // (and their sibling files) is reachable from here; the defaults are the
-// walkthrough's: top-2 softmax routing, renormalised, Switch loss α = 0.1.
+// walkthrough's: a bias-free gate, learned gate noise in training, top-2
+// softmax routing, renormalised, Switch loss α = 0.1.
 import Foundation
 
 public struct RoutingSetup: Equatable {
     /// topk | switch | noisy | expert-choice | deepseek
     public var router = "topk"
     public var k = 2
+    /// Gate noise of the topk and switch routers: Part 2's learned ε·softplus(noise_weights), or none.
+    public var gateNoise = TopKGating.Noise.learned
+    /// A bias in the gate Linear(D → E); Part 2 argues against one.
+    public var gateBias = false
     public var renormalize = true
     public var order = TopKGating.Order.softmaxThenTopK
     public var temperature = TemperatureSchedule.none
@@ -39,12 +44,23 @@ public struct RoutingSetup: Equatable {
 
     public init() {}
 
+    /// The GPT's starting point: the walkthrough's settings with the gate the
+    /// GPT was first measured with, a bias and no noise (Notebooks/part4-gpt.md).
+    public static var gptDefault: RoutingSetup {
+        var r = RoutingSetup()
+        r.gateNoise = .none
+        r.gateBias = true
+        return r
+    }
+
     public static let routers = ["topk", "switch", "noisy", "expert-choice", "deepseek"]
     public static let balancingMethods = ["switch", "cv2", "z", "bias"]
 
     /// A one-line description for tables: "topk k=2, switch α=0.1".
     public var summary: String {
         var parts = [router == "switch" ? "switch top-1" : "\(router) k=\(k)"]
+        if usesGateNoise { parts.append("learned noise") }
+        if gateBias { parts.append("gate bias") }
         if router == "topk" && order == .topKThenSoftmax { parts.append("topk→softmax") }
         if router == "topk" && !renormalize { parts.append("not renormalised") }
         if temperature != .none {
@@ -64,6 +80,9 @@ public struct RoutingSetup: Equatable {
         parts.append(losses.isEmpty ? "no balancing" : losses.joined(separator: " + "))
         return parts.joined(separator: ", ")
     }
+
+    /// Whether the router built from these settings adds learned gate noise.
+    public var usesGateNoise: Bool { gateNoise == .learned && (router == "topk" || router == "switch") }
 
     /// Checks the settings against the layer's expert count; the message names
     /// the setting by its command-line flag, which is how users meet it.
@@ -96,17 +115,17 @@ public struct RoutingSetup: Equatable {
         return MoELayer(modelDim: modelDim, hiddenDim: hiddenDim, experts: experts, router: router,
                         balancing: makeBalancing(experts: experts),
                         capacity: capacityFactor.map { Capacity(factor: $0, overflow: overflow) },
-                        sharedExperts: sharedExperts, activation: activation, rng: &rng)
+                        sharedExperts: sharedExperts, gateBias: gateBias, activation: activation, rng: &rng)
     }
 
     func makeRouter(modelDim: Int, experts: Int, seed: UInt64) -> Router {
         switch router {
         case "topk":
             return TopKGating(experts: experts, k: k, renormalize: renormalize, order: order,
-                              temperature: temperature, expertDropout: expertDropout, seed: seed)
+                              temperature: temperature, expertDropout: expertDropout, noise: gateNoise, seed: seed)
         case "switch":
             return TopKGating(experts: experts, k: 1, renormalize: false, temperature: temperature,
-                              expertDropout: expertDropout, seed: seed)
+                              expertDropout: expertDropout, noise: gateNoise, seed: seed)
         case "noisy":
             return NoisyTopKGating(experts: experts, k: k, modelDim: modelDim, seed: seed)
         case "expert-choice":
@@ -135,7 +154,8 @@ public struct RoutingSetup: Equatable {
     public var json: [String: Any] {
         var j: [String: Any] = ["router": router, "k": router == "switch" ? 1 : k, "renormalize": renormalize,
                                 "order": order.rawValue, "balancing": balancing,
-                                "aux_weight": Double("\(auxWeight)")!, "shared_experts": sharedExperts]
+                                "aux_weight": Double("\(auxWeight)")!, "shared_experts": sharedExperts,
+                                "gate_noise": usesGateNoise ? "learned" : "none", "gate_bias": gateBias]
         if temperature != .none {
             j["temperature"] = ["start": Double("\(temperature.start)")!, "end": Double("\(temperature.end)")!,
                                 "schedule": temperature.shape.rawValue]

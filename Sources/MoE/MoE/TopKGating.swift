@@ -1,10 +1,21 @@
 // TopKGating: the walkthrough's router. Which experts does each token go to,
 // and how much does each one's answer count?
 //
-//     logits = x·Wᵀ + b               [N, E]   (MoELayer.gate, before this router)
-//     p      = softmax(logits / T)     [N, E]   experts compete for the token
+//     logits = x·Wᵀ                   [N, E]   (MoELayer.gate, before this router; no bias)
+//     z̃      = logits + ε ⊙ softplus(noise_weights)   training only, ε ~ N(0, 1) [N, E]
+//     p      = softmax(z̃ / T)         [N, E]   experts compete for the token
 //     chosen = the k largest p per row [N, K]   (ties: the lower expert index)
 //     w      = p[chosen] / Σ p[chosen] [N, K]   renormalised to sum to 1 (Mixtral)
+//
+// That is Part 2's `TopKGating.forward` line for line, except that the gate
+// itself lives in the layer (`MoELayer.gate`): every router sees logits, so a
+// student can swap the router without touching the gate (Router.swift). The
+// learned noise is Part 1's "noisy gating": one scale per expert, softplus of a
+// parameter that starts at 0 (scale ln 2), independent of the input, and only
+// in training; balancing losses read the same noisy p the top-k was taken
+// from, as Part 2's code does. Evaluation routes deterministically.
+// (`noise: .none` drops it, the router this project used before 2026-12;
+// NoisyTopKGating is Shazeer's input-dependent version.)
 //
 // Only k of the E experts run for a token; the others cost nothing. The choice
 // itself is a step function of the logits and has no gradient; the weights w
@@ -32,7 +43,8 @@
 //   * a selection bias (auxiliary-loss-free balancing) is added to p when
 //     choosing, never to w.
 //
-// Legend: N tokens, E experts, K experts chosen per token.
+// Legend (the code's letters; the walkthrough's in brackets): N tokens [B],
+// E experts [N], K experts chosen per token [k].
 import Foundation
 
 /// How the router temperature moves over training (progress 0 → 1).
@@ -65,6 +77,8 @@ public struct TemperatureSchedule: Equatable {
 /// Softmax → top-k → (renormalise), the default router.
 public final class TopKGating: Router {
     public enum Order: String { case softmaxThenTopK = "softmax-topk", topKThenSoftmax = "topk-softmax" }
+    /// Gate noise in training: none, or the walkthrough's ε·softplus(noise_weights).
+    public enum Noise: String { case none, learned }
 
     public let expertCount: Int
     public let k: Int
@@ -74,13 +88,24 @@ public final class TopKGating: Router {
     public var temperature: TemperatureSchedule
     /// Probability that an expert sits out a training step (0: off).
     public var expertDropout: Float
-    private var rng: Xoshiro256
+    public let noise: Noise
+    /// Part 2's `noise_weights`: the learned noise scale of each expert is
+    /// softplus(noiseWeights[i]); zeros at the start (scale ln 2). nil without noise.   [E]
+    public let noiseWeights: Parameter?
+    /// Gradient checks need the same function at every call: when true, a
+    /// training forward reuses the last ε instead of drawing new noise.
+    public var replaysNoise = false
+    private var rng: Xoshiro256              // expert dropout
+    private var noiseGenerator: Xoshiro256   // ε
     // Cached by route for backward:
     private var routing: Routing?
     private var currentTemperature: Float = 1
+    private var epsilon: [Float]? = nil      // ε of the last training forward [N, E]
+    private var usedNoise = false            // the last route added ε
 
     public init(experts: Int, k: Int, renormalize: Bool = true, order: Order = .softmaxThenTopK,
-                temperature: TemperatureSchedule = .none, expertDropout: Float = 0, seed: UInt64 = 0) {
+                temperature: TemperatureSchedule = .none, expertDropout: Float = 0, noise: Noise = .none,
+                seed: UInt64 = 0) {
         precondition(experts >= 1 && k >= 1 && k <= experts,
                      "TopKGating: need 1 ≤ k ≤ experts, got k = \(k), experts = \(experts)")
         precondition(expertDropout >= 0 && expertDropout < 1, "TopKGating: expert dropout \(expertDropout) is not in [0, 1)")
@@ -90,18 +115,62 @@ public final class TopKGating: Router {
         self.order = order
         self.temperature = temperature
         self.expertDropout = expertDropout
+        self.noise = noise
+        noiseWeights = noise == .learned ? Parameter(.zeros([experts])) : nil
         rng = Xoshiro256(seed: seed ^ 0x5EED_D20B)
+        noiseGenerator = Xoshiro256(seed: seed ^ 0x0015_E5CA_1E)
     }
 
     public var name: String { k == 1 && !renormalize ? "switch" : "topk" }
     public var slots: Int { k }
+    public var namedParameters: [(name: String, parameter: Parameter)] {
+        noiseWeights.map { [("noise_weights", $0)] } ?? []
+    }
+
+    /// Uses `epsilon` [N, E] (row-major) as the noise of the next training
+    /// forwards instead of drawing it: how the PyTorch parity test gives both
+    /// implementations the very same draws. Sets `replaysNoise`.
+    public func useNoise(_ epsilon: [Float]) {
+        self.epsilon = epsilon
+        replaysNoise = true
+    }
+
+    /// Both generators' positions (expert dropout, then ε), for `--resume`.
+    public var randomState: [UInt64] {
+        let a = rng.state, b = noiseGenerator.state
+        return [a.0, a.1, a.2, a.3, b.0, b.1, b.2, b.3]
+    }
+
+    public func restoreRandomState(_ words: [UInt64]) throws {
+        guard words.count == 8, words[0..<4].contains(where: { $0 != 0 }), words[4..<8].contains(where: { $0 != 0 }) else {
+            throw RoutingSetupError(message: "TopKGating: a saved generator state is 8 words, not all zero per generator; got \(words.count)")
+        }
+        rng = Xoshiro256(state: (words[0], words[1], words[2], words[3]))
+        noiseGenerator = Xoshiro256(state: (words[4], words[5], words[6], words[7]))
+    }
 
     public func route(logits: Tensor, context: RoutingContext) -> Routing {
         precondition(logits.rank == 2 && logits.shape[1] == expertCount,
                      "TopKGating: logits have shape \(logits.shape), expected [N, \(expertCount)]")
         let t = temperature.value(at: context.progress)
         currentTemperature = t
-        let p = softmaxRows(t == 1 ? logits : logits * (1 / t))
+        // z̃ = logits + ε ⊙ softplus(noise_weights), in training only; row-major
+        // draws, so the noise is the same for any thread count.
+        var z = logits                                              // z̃ [N, E]
+        if let w = noiseWeights, context.training {
+            let e = expertCount, count = logits.count
+            var eps = epsilon ?? []
+            if !(replaysNoise && eps.count == count) {
+                eps = [Float](repeating: 0, count: count)
+                for i in 0..<count { eps[i] = noiseGenerator.normal() }
+            }
+            let scale = w.value.data.map(NoisyTopKGating.softplus)  // [E]
+            for i in 0..<count { z.data[i] += eps[i] * scale[i % e] }
+            epsilon = eps
+        } else if !replaysNoise {
+            epsilon = nil
+        }
+        let p = softmaxRows(t == 1 ? z : z * (1 / t))
         // Scores the choice is made on: p (or the logits), plus the bias, minus
         // the experts sitting out. The weights always come from p.
         var bias = context.selectionBias ?? [Float](repeating: 0, count: expertCount)
@@ -112,11 +181,12 @@ public final class TopKGating: Router {
             while out.filter({ !$0 }).count < k { out[rng.below(expertCount)] = false }
             for i in 0..<expertCount where out[i] { bias[i] = -.infinity }
         }
-        let scores = order == .softmaxThenTopK ? p : logits
+        let scores = order == .softmaxThenTopK ? p : z
         var r = TopKGating.select(probabilities: p, k: k, renormalize: renormalize || order == .topKThenSoftmax,
                                   scores: scores, bias: bias)
-        if order == .topKThenSoftmax { r = TopKGating.softmaxOverChosen(logits: logits, temperature: t, routing: r) }
+        if order == .topKThenSoftmax { r = TopKGating.softmaxOverChosen(logits: z, temperature: t, routing: r) }
         routing = r
+        usedNoise = context.training && noiseWeights != nil
         return r
     }
 
@@ -183,6 +253,13 @@ public final class TopKGating: Router {
     /// (top-k → softmax: w = softmax of the chosen logits/T, whose Jacobian
     /// gives dL/dz_{e_i} = w_i (dw_i − Σ_j dw_j·w_j) / T — the same numbers,
     /// since w_i/T·… equals p_{e_i}/S·… after the softmax backward.)
+    ///
+    /// With learned noise, everything above is dL/dz̃, and z̃ = z + ε ⊙ softplus(v):
+    ///
+    ///     dL/dz   = dL/dz̃                                   the noise is added, ∂z̃/∂z = 1
+    ///     dL/dv_i += Σ_n dL/dz̃[n, i] · ε[n, i] · σ(v_i)      softplus′ = sigmoid σ
+    ///
+    /// (v = noise_weights.) Notebooks/part2-implementation.md derives both.
     public func backward(weightGradient dw: Tensor, probabilityGradient dpExtra: Tensor?) -> Tensor {
         guard let r = routing else { preconditionFailure("TopKGating.backward called before route") }
         let n = r.tokenCount, e = r.expertCount
@@ -213,6 +290,14 @@ public final class TopKGating: Router {
         }
         var dLogits = softmaxRowsBackward(probabilities: r.probabilities, outputGradient: dp)
         if order == .topKThenSoftmax { dLogits += direct }
-        return currentTemperature == 1 ? dLogits : dLogits * (1 / currentTemperature)
+        if currentTemperature != 1 { dLogits = dLogits * (1 / currentTemperature) }   // dL/dz̃ [N, E]
+        if usedNoise, let v = noiseWeights, let eps = epsilon {
+            for i in 0..<e {
+                var sum: Float = 0
+                for t in 0..<n { sum += dLogits.data[t * e + i] * eps[t * e + i] }
+                v.grad.data[i] += sum / (1 + exp(-v.value.data[i]))   // · σ(v_i)
+            }
+        }
+        return dLogits
     }
 }

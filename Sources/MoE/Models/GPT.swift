@@ -37,7 +37,7 @@ public struct GPTConfig: Equatable {
     /// How every MoE layer routes and balances: the router, k, the balancing
     /// methods and their weights, a temperature schedule, a capacity, shared
     /// experts (RoutingSetup.swift; the same settings mnist-moe uses).
-    public var routing = RoutingSetup()
+    public var routing = RoutingSetup.gptDefault
     /// Seed of the routers' own random draws (noise, expert dropout); layer l uses seed + l.
     public var routerSeed: UInt64 = 0
     /// Use the token embedding table as the output head.
@@ -105,7 +105,7 @@ public final class GPT {
         blocks.enumerated().compactMap { i, b in (b.feedForward as? MoELayer).map { (i, $0) } }
     }
 
-    /// Every trainable tensor once, under nanoGPT-like names ("blocks.1.moe.experts.3.up.weight").
+    /// Every trainable tensor once, under nanoGPT-like names ("blocks.1.moe.experts.3.net.0.weight").
     /// A tied head adds no entry: its weight is "embedding.token".
     public var namedParameters: [(name: String, parameter: Parameter)] {
         var list = prefixed("embedding", embedding.namedParameters)

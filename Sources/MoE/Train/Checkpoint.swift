@@ -2,7 +2,7 @@
 //
 // Two files, both safetensors (IO/Safetensors.swift):
 //   * `moe.safetensors` / `dense.safetensors`: the weights alone, named as a
-//     PyTorch module names them (`input.weight`, `moe.experts.3.up.bias`, …) in
+//     PyTorch module names them (`input_proj.weight`, `moe.gating.gate.weight`, `moe.experts.3.net.0.bias`, …) in
 //     nn.Linear's [out, in] layout, so `model.load_state_dict(load_file(path))`
 //     works on an equivalent PyTorch module with strict key checking.
 //   * `moe.resume.safetensors`: the weights plus Adam's two moments per
@@ -65,6 +65,10 @@ public enum Checkpoint {
         meta["epochs_done"] = String(trainer.epochsDone)
         meta["rng_state"] = [s.0, s.1, s.2, s.3].map(String.init).joined(separator: ",")
         meta["history"] = encodeHistory(trainer.history)
+        // The router's generators (gate noise, expert dropout): "rng_state.moe.gating".
+        for (name, words) in trainer.model.randomStates {
+            meta["rng_state." + name] = words.map(String.init).joined(separator: ",")
+        }
         try Safetensors.write(tensors, metadata: meta, to: url)
     }
 
@@ -85,11 +89,26 @@ public enum Checkpoint {
               let history = file.metadata["history"].flatMap(decodeHistory) else {
             throw fail("has no training state (adam_step, epochs_done, rng_state, history): not a resume checkpoint")
         }
+        var routerStates: [(String, [UInt64])] = []
+        for (name, current) in trainer.model.randomStates {
+            let key = "rng_state." + name
+            guard let text = file.metadata[key] else { throw fail("has no \"\(key)\" (the router's generator state)") }
+            let words = text.split(separator: ",", omittingEmptySubsequences: false).map { UInt64($0) }
+            guard words.count == current.count, !words.contains(nil) else {
+                throw fail("metadata \"\(key)\" must be \(current.count) comma-separated unsigned integers, got '\(text.prefix(80))'")
+            }
+            routerStates.append((name, words.map { $0! }))
+        }
         let named = trainer.model.namedParameters
         let m = try named.map { try file.tensor("optimizer.m." + $0.name, shape: $0.parameter.value.shape) }
         let v = try named.map { try file.tensor("optimizer.v." + $0.name, shape: $0.parameter.value.shape) }
         try load(named, from: file)
         try loadBuffers(into: trainer.model, from: file, url: url)
+        for (name, words) in routerStates {
+            do { try trainer.model.restoreRandomState(named: name, words: words) } catch {
+                throw fail("metadata \"rng_state.\(name)\": \(error)")
+            }
+        }
         trainer.optimizer.restore(step: step, m: m, v: v)
         trainer.epochsDone = epochs
         trainer.rng = Xoshiro256(state: (words[0], words[1], words[2], words[3]))

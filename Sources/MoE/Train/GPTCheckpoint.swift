@@ -1,7 +1,7 @@
 // GPTCheckpoint: a trained language model in one safetensors file.
 //
 // The tensors are the model's parameters under `GPT.namedParameters` names
-// ("embedding.token", "blocks.1.moe.experts.3.up.weight", …) and its routing
+// ("embedding.token", "blocks.1.moe.experts.3.net.0.weight", …) and its routing
 // buffers (the auxiliary-loss-free bias, "blocks.1.moe.balancing.0.bias"). The
 // metadata (safetensors allows a string → string map) holds everything needed
 // to rebuild the model without the command line that made it: the GPTConfig
@@ -40,6 +40,7 @@ public enum GPTCheckpoint {
             "aux_weight": "\(r.auxWeight)", "z_weight": "\(r.zWeight)", "bias_rate": "\(r.biasRate)",
             "groups": r.groups, "top_groups": r.topGroups, "routed_scaling": "\(r.routedScaling)",
             "expert_choice_factor": "\(r.expertChoiceFactor)",
+            "gate_noise": r.gateNoise.rawValue, "gate_bias": r.gateBias,
         ]
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
@@ -60,7 +61,13 @@ public enum GPTCheckpoint {
               let groups = o["groups"] as? Int, let topGroups = o["top_groups"] as? Int,
               let scaling = float("routed_scaling"), let choice = (o["expert_choice_factor"] as? String).flatMap(Double.init)
         else { return nil }
-        var r = RoutingSetup()
+        // Checkpoints written before the gate settings existed had a biased, noiseless gate.
+        var r = RoutingSetup.gptDefault
+        if let text = o["gate_noise"] as? String {
+            guard let noise = TopKGating.Noise(rawValue: text) else { return nil }
+            r.gateNoise = noise
+        }
+        if let b = o["gate_bias"] { guard let bias = b as? Bool else { return nil }; r.gateBias = bias }
         r.router = router; r.k = k; r.renormalize = renormalize; r.order = order
         r.temperature = TemperatureSchedule(start: start, end: end, shape: shape)
         r.expertDropout = dropout
@@ -119,9 +126,9 @@ public enum GPTCheckpoint {
         }
         for block in 0..<c.layers {
             if c.moeLayers.contains(block) {
-                try requireShape("blocks.\(block).moe.experts.\(c.experts - 1).up.weight", [c.hidden, c.width])
+                try requireShape("blocks.\(block).moe.experts.\(c.experts - 1).net.0.weight", [c.hidden, c.width])
             } else {
-                try requireShape("blocks.\(block).mlp.up.weight", [c.hidden, c.width])
+                try requireShape("blocks.\(block).mlp.net.0.weight", [c.hidden, c.width])
             }
         }
         guard let text = m["tokenizer"] else { throw fail("metadata has no \"tokenizer\"") }

@@ -3,9 +3,13 @@
 // One step is the four lines every training loop has, written out by hand:
 //
 //     model.zeroGrad()                                   gradients start at 0 (backward adds)
-//     logits = model.forward(x)                          [B, 10]
-//     loss   = cross-entropy(logits, y) + α·aux          aux from the MoE layer
+//     logits, aux, counts = model(x)                     [B, 10], L_balance, [N experts]
+//     loss   = cross-entropy(logits, y) + α·aux          L = L_task + α·L_balance (Part 1)
 //     model.backward(dL/dlogits); adam.step()
+//
+// The gradient of α·aux is added inside `MoELayer.backward`, not here: the
+// layer holds the routing that aux was computed from, so it is the one place
+// that can differentiate it (Notebooks/part2-implementation.md).
 //
 // Around it: seeded shuffling, per-epoch records (loss, aux, accuracy, time),
 // evaluation on the test set (timed separately: `train_seconds` counts steps
@@ -60,7 +64,10 @@ public struct EpochRecord {
     public var trainLoss: Double
     /// Mean unweighted load-balancing loss over the batches (0 for dense).
     public var auxLoss: Double
-    /// Share of training images classified correctly, as the epoch went.
+    /// Share of training images classified correctly, as the epoch went
+    /// (each batch scored by the forward pass it trained on: training mode,
+    /// noise on, weights still moving). Part 3's learning curve is this kind
+    /// of number (its epoch-30 values equal its final training accuracies).
     public var trainAccuracy: Double
     /// Share of test images classified correctly after the epoch.
     public var testAccuracy: Double
@@ -97,14 +104,18 @@ public final class Trainer {
         rng = Xoshiro256(seed: config.seed ^ 0xDA7A_0DE5)
     }
 
+    /// The epochs to run: all of them, or those a resumed run still lacks.
+    public var epochsLeft: Int { max(0, config.epochs - epochsDone) }
+
     /// Runs one epoch: shuffle, then a step per batch. `onBatch(done, total, loss, aux)`
-    /// reports running means for a progress bar.
+    /// reports running means for a progress bar: loss is the whole objective
+    /// L_task + α·L_balance, aux the unweighted L_balance.
     public func trainEpoch(on data: LabeledImages,
                            onBatch: (Int, Int, Double, Double) -> Void = { _, _, _, _ in }) -> EpochRecord {
         var order = Array(0..<data.count)
         if config.shuffle { rng.shuffle(&order) }
         let batches = (data.count + config.batchSize - 1) / config.batchSize
-        var lossSum = 0.0, auxSum = 0.0, correct = 0
+        var lossSum = 0.0, auxSum = 0.0, totalLossSum = 0.0, correct = 0
         var seconds = 0.0
         for b in 0..<batches {
             let slice = order[(b * config.batchSize)..<min(data.count, (b + 1) * config.batchSize)]
@@ -112,16 +123,18 @@ public final class Trainer {
             let start = DispatchTime.now().uptimeNanoseconds
             model.setMode(training: true, progress: progress(batch: b, of: batches))
             model.zeroGrad()
-            let logits = model.forward(x)                                         // [B, C]
+            let (logits, aux, _) = model(x)                                        // [B, C], L_balance
             let ce = SoftmaxCrossEntropy.compute(logits: logits, labels: y)
+            let loss = ce.loss + model.weightedAuxLoss                             // L_task + α·L_balance
             model.backward(ce.gradient)                                            // adds α·∂aux itself
             optimizer.step()
             model.afterStep()
             seconds += Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
             lossSum += ce.loss
-            auxSum += model.auxLoss
+            auxSum += aux
+            totalLossSum += loss
             for r in 0..<y.count where logits.argmaxRow(r) == y[r] { correct += 1 }
-            onBatch(b + 1, batches, lossSum / Double(b + 1), auxSum / Double(b + 1))
+            onBatch(b + 1, batches, totalLossSum / Double(b + 1), auxSum / Double(b + 1))
         }
         epochsDone += 1
         let record = EpochRecord(epoch: epochsDone, trainLoss: lossSum / Double(max(batches, 1)),
