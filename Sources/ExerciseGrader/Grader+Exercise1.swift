@@ -39,7 +39,7 @@ extension Grader {
             let (i, d) = largestDifference(r.probabilities, p)
             guard d > 1e-5 else { return nil }
             return "Routing.probabilities\(cell(i, cols: e)) is \(fmt(r.probabilities.data[i])) but softmax(logits) " +
-                "gives \(fmt(p.data[i])): the router's probabilities are softmaxRows(logits) (part 1, §2)"
+                "gives \(fmt(p.data[i])): the router's probabilities are softmaxRows(logits) (part 1, §3)"
         }
 
         list.check(later[1]) {
@@ -124,7 +124,7 @@ extension Grader {
             if abs(g.data[worst]) > 1e-6 {
                 return "with renormalisation dL/dlogits\(cell(worst, cols: e)) is \(fmt(g.data[worst])), but w ≡ 1 " +
                     "whatever the logits, so the task loss cannot move the router: every element must be 0 " +
-                    "(part 1, §3). Apply the renormalised Jacobian (dw − Σ dw·w)/S with w = 1"
+                    "(part 1, §8). Apply the renormalised Jacobian (dw − Σ dw·w)/S with w = 1"
             }
             return nil
         }

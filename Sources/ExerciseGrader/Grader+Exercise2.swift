@@ -1,22 +1,22 @@
 // Exercise 2 — the router z-loss (Notebooks/exercises.md, §2; derivation in
-// Notebooks/part1-foundations.md, §6).
+// Notebooks/part1-foundations.md, §11).
 //
 // What is checked, in order:
 //   1. the term carries a gradient on the logits [N, E], none on p;
-//   2. the value on part 1 §6's worked example (lse = 2.4952, L_z = 6.2259);
+//   2. the value on part 1 §11's worked example (lse = 2.4952, L_z = 6.2259);
 //   3. the gradient on that example, (3.041, 1.119, 0.679, 0.151);
 //   4. on a batch of 5 tokens: the value is a mean over tokens, and the
 //      gradient agrees with finite differences of the value;
 //   5. logits near ±1000: finite and right (the max-subtraction);
 //   6. inside an MoELayer beside the Switch loss, every gradient (GradientCheck).
 //
-// The expected numbers come from the formulas of part 1, §6, evaluated here in
+// The expected numbers come from the formulas of part 1, §11, evaluated here in
 // Double: lse = m + log Σ exp(z − m), L_z = mean lse², dL_z/dz = 2·lse·p/N.
 import Foundation
 import MoE
 
 extension Grader {
-    /// lse per row, L_z, and dL_z/dz in Double: part 1, §6's formulas.
+    /// lse per row, L_z, and dL_z/dz in Double: part 1, §11's formulas.
     static func zLossFormula(_ z: Tensor) -> (lse: [Double], value: Double, gradient: [Double]) {
         let n = z.shape[0], e = z.shape[1]
         var lse = [Double](), gradient = [Double](repeating: 0, count: n * e)
@@ -36,11 +36,11 @@ extension Grader {
         func evaluate(_ z: Tensor) -> BalancingTerm {
             loss.evaluate(routing: TopKGating.select(probabilities: softmaxRows(z), k: 1, renormalize: false), logits: z)
         }
-        let later = ["value on part 1 §6's example", "gradient on part 1 §6's example",
+        let later = ["value on part 1 §11's example", "gradient on part 1 §6's example",
                      "a batch of 5 tokens: mean value, gradient against finite differences",
                      "logits near ±1000 stay finite", "inside an MoELayer beside the Switch loss"]
 
-        let example = Tensor(shape: [1, 4], data: [2, 1, 0.5, -1])   // part 1, §3 and §6
+        let example = Tensor(shape: [1, 4], data: [2, 1, 0.5, -1])   // part 1, §8 and §11
         let term = evaluate(example)
         guard list.check("evaluate returns dL/dlogits [N, E] (the z-loss acts on the logits)", {
             guard let g = term.logitGradient else {

@@ -121,7 +121,7 @@ extension Grader {
                     let byLogit = (0..<n).sorted { z[$0, j] != z[$1, j] ? z[$0, j] > z[$1, j] : $0 < $1 }.prefix(c)
                     if Set(byLogit) == Set(taken) {
                         text += " — you ranked by the logits; a logit is only comparable within its own token's row " +
-                            "(softmax ignores a constant added to a row, part 1 §2), so rank by p"
+                            "(softmax ignores a constant added to a row, part 1 §3), so rank by p"
                     }
                     return text
                 }

@@ -2,7 +2,7 @@
 // routing before anything indexes into it, finite differences of a router's
 // loss element by element, and a gradient check of a whole MoE layer.
 //
-// Finite differences (Notebooks/part2-implementation.md, §0). A router's
+// Finite differences (Notebooks/part2-implementation.md, §9). A router's
 // backward is checked on the scalar
 //
 //     L = Σ_{n,j} w[n, j] · R[n, e(n, j)]  +  Σ_{n,i} p[n, i] · G[n, i]
@@ -145,7 +145,7 @@ struct GradientComparison {
     let analytic: [Double]
     let numeric: [Double]
     let cols: Int
-    /// The tolerance of the project's gradient tests (part 2, §0).
+    /// The tolerance of the project's gradient tests (part 2, §9).
     static let tolerance = 3e-2
 
     /// Per element |a − n| / max(|a|, |n|, 5% of the largest, 1e-4), GradientCheck's measure.

@@ -11,7 +11,7 @@
 //     w[n] = p[n, e(n)]                [N, 1]   Switch: no renormalisation
 //     w[n] = p[n, e(n)] / p[n, e(n)]   = 1      with renormalisation
 //
-// Backward (Notebooks/exercises.md, §1; part1-foundations.md, §3–§4):
+// Backward (Notebooks/exercises.md, §1; part1-foundations.md, §8–§9):
 //
 //     no renormalisation:  dp[n, e(n)] += dw[n]         (w is p itself)
 //     renormalisation:     dp[n, e(n)] += (dw[n] − dw[n]·w[n]) / S = 0, S = p[n, e(n)]

@@ -4,7 +4,7 @@
 // ═══════════════════════════════════════════════════════════════════════════
 //
 // The router z-loss (ST-MoE), a `LoadBalancing` method whose gradient is on
-// the logits (Notebooks/part1-foundations.md, §6; Notebooks/exercises.md, §2):
+// the logits (Notebooks/part1-foundations.md, §11; Notebooks/exercises.md, §2):
 //
 //     lse[n] = log Σ_i exp(z[n, i]) = m + log Σ_i exp(z[n, i] − m),  m = max_i z[n, i]
 //     L_z    = (1/N) Σ_n lse[n]²

@@ -16,7 +16,7 @@
 //
 // Backward, with ε and the choice held fixed (Notebooks/exercises.md, §5):
 //
-//     dh[e_i]  = w_i · (dw_i − Σ_j dw_j w_j)          softmax over the chosen (part 1, §4); 0 elsewhere
+//     dh[e_i]  = w_i · (dw_i − Σ_j dw_j w_j)          softmax over the chosen (part 1, §9); 0 elsewhere
 //     dz       = dh + softmax backward of the balancing dp     (h = z + …, and p = softmax(z))
 //     draw     = dh ⊙ ε ⊙ sigmoid(raw)                 softplus' = sigmoid
 //     dW_noise += drawᵀ·x, db_noise += Σ_n draw,  dx_noise = draw·W_noise   (Linear.backward)
@@ -75,7 +75,7 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
         }
         let p = softmaxRows(z)                                    // clean [N, E]
         // Choose on h; the weights are the renormalised softmax(h) of the chosen,
-        // which is the softmax over the chosen h alone (part 1, §4).
+        // which is the softmax over the chosen h alone (part 1, §9).
         var r = TopKGating.select(probabilities: softmaxRows(h), k: k, renormalize: true, bias: context.selectionBias)
         r = Routing(k: k, probabilities: p, experts: r.experts, weights: r.weights)
         routing = r
@@ -85,7 +85,7 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
     public func backward(weightGradient dw: Tensor, probabilityGradient: Tensor?) -> Tensor {
         guard let r = routing else { preconditionFailure("NoisyTopKRouter.backward called before route") }
         let n = r.tokenCount, e = expertCount
-        // In the forward pass w = softmax over the chosen h, so (part 1, §4):
+        // In the forward pass w = softmax over the chosen h, so (part 1, §9):
         //     dh[e_i] = w_i · (dw_i − Σ_j dw_j w_j), and 0 for the experts not chosen
         var dh = Tensor.zeros([n, e])                              // [N, E]
         for t in 0..<n {

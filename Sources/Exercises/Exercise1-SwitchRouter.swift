@@ -1,6 +1,6 @@
 // Exercise 1 — top-1 (Switch) routing, forward and backward.     (easy)
 //
-// Set in Notebooks/exercises.md, §1; the maths is part1-foundations.md, §3–§4.
+// Set in Notebooks/exercises.md, §1; the maths is part1-foundations.md, §8–§9.
 // Grade it with:    swift run exercises check 1
 //
 // The Switch Transformer sends every token to exactly one expert, the one
@@ -13,7 +13,7 @@
 //
 // With `renormalize: true` the weight is instead p[n, e(n)] / S with
 // S = p[n, e(n)], the sum of the chosen probabilities — which is 1 for every
-// token. Part 1, §3 says what that does to learning; the grader checks that
+// token. Part 1, §8 says what that does to learning; the grader checks that
 // your backward agrees exactly.
 //
 // What `route` and `backward` must do is the `Router` contract of
@@ -63,7 +63,7 @@ public final class SwitchRouter: Router {
         // Step 1. Start dp [N, E] from `probabilityGradient`, or zeros when it is nil.
         // Step 2. Add what the weight contributes, at the chosen expert only:
         //           w = p[n, e(n)]       ⇒  dp[n, e(n)] += dw[n]
-        //           w = p[n, e(n)] / S   ⇒  dp[n, e(n)] += (dw[n] − dw[n]·w[n]) / S   (part 1, §4)
+        //           w = p[n, e(n)] / S   ⇒  dp[n, e(n)] += (dw[n] − dw[n]·w[n]) / S   (part 1, §9)
         // Step 3. Return softmaxRowsBackward(probabilities: p, outputGradient: dp):
         //         every logit moves p[n, e(n)], not only the chosen one.
         //

@@ -1,6 +1,6 @@
 // Exercise 2 — the router z-loss and its backward.     (easy)
 //
-// Set in Notebooks/exercises.md, §2; derived in part1-foundations.md, §6.
+// Set in Notebooks/exercises.md, §2; derived in part1-foundations.md, §11.
 // Grade it with:    swift run exercises check 2
 //
 // ST-MoE keeps the router's logits small with a penalty on the log of the
@@ -35,7 +35,7 @@ public final class RouterZLoss: LoadBalancing {
         //         Summing in Double keeps the value free of Float rounding.
         // Step 2. value = the mean over tokens of lse².
         // Step 3. The gradient. d lse / dz[n, j] is a probability (which one?
-        //         part 1, §6), and the chain rule through the square and the
+        //         part 1, §11), and the chain rule through the square and the
         //         mean gives dL_z/dz[n, j]. Write it into a [N, E] tensor.
         // Step 4. Return BalancingTerm(value: …, logitGradient: …).
         //

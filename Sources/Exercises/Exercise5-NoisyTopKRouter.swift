@@ -82,7 +82,7 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
         //         evaluation (context.training false): h = z, and nothing to cache.
         // Step 2. The choice and the weights: the top-k of h, weighted by the
         //         softmax of h over the chosen — which is the renormalised
-        //         softmax(h) at the chosen (part 1, §4), so
+        //         softmax(h) at the chosen (part 1, §9), so
         //         TopKGating.select(probabilities: softmaxRows(h), k: k, renormalize: true)
         //         gives both.
         // Step 3. Return a Routing with those experts and weights but the clean
@@ -100,7 +100,7 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
     public func backward(weightGradient dw: Tensor, probabilityGradient: Tensor?) -> Tensor {
         let n = dw.shape[0], e = expertCount
         // Step 1. The road through w. w is a softmax over the chosen h, so for
-        //         token n with chosen experts e_0 … e_{k−1} (part 1, §4):
+        //         token n with chosen experts e_0 … e_{k−1} (part 1, §9):
         //             dh[n, e_i] = w_i · (dw_i − Σ_j dw_j·w_j),   0 for the experts not chosen
         // Step 2. h = z + ε ⊙ σ, so dL/dz gets dh; and the road through p:
         //         add softmaxRowsBackward(probabilities: p, outputGradient: dp)

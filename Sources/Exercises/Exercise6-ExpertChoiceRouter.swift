@@ -54,7 +54,7 @@ public final class ExpertChoiceRouter: Router {
         // Step 2. For each expert j: order the tokens by p[t, j], largest first,
         //         equal values by lower t (a sort with that comparison), and
         //         take the first C. Why by p and not by the logits? A logit is
-        //         only comparable with the others of its own row (part 1, §2).
+        //         only comparable with the others of its own row (part 1, §3).
         // Step 3. experts [N·E] starts all −1 and weights [N, E] all 0; for each
         //         taken (t, j): experts[t·E + j] = j, weights[t, j] = p[t, j].
         // Step 4. Cache and return Routing(k: E, probabilities: p, experts:, weights:).

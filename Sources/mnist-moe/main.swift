@@ -30,7 +30,7 @@ if options.help {
 }
 Parallel.threads = options.threads
 if options.routing.router == "topk" && options.topK == 1 && options.routing.renormalize {
-    // Not an error, but almost never what is meant (Notebooks/part1-foundations.md, §4).
+    // Not an error, but almost never what is meant (Notebooks/part1-foundations.md, §9).
     print("note: top-1 with renormalisation gives every image gate weight 1, so the router learns only from "
           + "the balancing loss; --router switch (or --no-renormalize) scales the expert by its probability")
 }

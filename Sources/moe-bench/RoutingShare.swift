@@ -24,7 +24,7 @@
 // builds (backward), which MoELayer does inside its parallel per-expert loop,
 // run serially here so they can be timed apart from the experts.
 //
-// The measured step: Notebooks/part2-implementation.md, §8.
+// The measured step: Notebooks/part2-implementation.md, §19.
 import Foundation
 import MoE
 

@@ -137,7 +137,7 @@ final class BalancingTests: XCTestCase {
 
     // MARK: - The z-loss by hand
 
-    /// Notebooks/part1-foundations.md, §6: z = (2, 1, 0.5, −1) gives lse = 2.4952
+    /// Notebooks/part1-foundations.md, §11: z = (2, 1, 0.5, −1) gives lse = 2.4952
     /// and ∂L_z/∂z = (3.041, 1.119, 0.679, 0.151) for N = 1. A second row of
     /// zeros gives lse = ln 4, and the mean halves each row's gradient.
     func testZLossByHand() {

@@ -192,7 +192,7 @@ final class NotebookReferencesTests: XCTestCase {
                 Int(text[Range($0.range(at: 1), in: text)!])!
             })
         }
-        // "Notebooks/part2-implementation.md, §6", "part1-foundations.md, §3 and §4", "…, §3, §5", "…, §3–§5".
+        // "Notebooks/part2-implementation.md, §15 and §16", "part1-foundations.md, §8 and §9", "…, §3, §5", "…, §3–§5".
         let citation = try NSRegularExpression(
             pattern: #"(Notebooks/)?([A-Za-z0-9_-]+)\.md,\s*(§\d+(?:\s*(?:,|and|&|–|-)\s*§\d+)*)"#)
         let number = try NSRegularExpression(pattern: #"§(\d+)"#)

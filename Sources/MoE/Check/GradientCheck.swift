@@ -8,7 +8,7 @@
 // whose error is O(ε²) for a smooth L. For a layer y = f(x), the checker makes
 // the scalar L = Σ y ⊙ r with a fixed random r, so dL/dy = r is what backward
 // receives: a random projection exercises every output at once
-// (Notebooks/part2-implementation.md, §0).
+// (Notebooks/part2-implementation.md, §9).
 //
 // Reading the numbers. Forward passes run in Float, so L carries rounding
 // noise of about 1e-7·|L|, which the difference divides by 2ε; the O(ε²)

@@ -2,7 +2,7 @@
 //
 // Both act on each number independently, so their Jacobian is diagonal and the
 // backward pass is an element-wise product: dL/dx = dL/dy ⊙ f′(x).
-// Derivations: Notebooks/part2-implementation.md, §3.
+// Derivations: Notebooks/part2-implementation.md, §12.
 import Foundation
 
 /// ReLU(x) = max(0, x). The MNIST model's non-linearity.

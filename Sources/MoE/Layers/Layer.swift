@@ -3,7 +3,7 @@
 // There is no autograd. Each layer caches what its backward pass needs during
 // `forward`, and `backward` turns the gradient of the loss with respect to the
 // layer's output, dL/dy, into the gradient with respect to its input, dL/dx,
-// while *adding* dL/dθ into each parameter's `grad` (Notebooks/part2-implementation.md, §1).
+// while *adding* dL/dθ into each parameter's `grad` (Notebooks/part2-implementation.md, §10).
 // Adding, not assigning, is what lets a parameter used twice collect both
 // contributions, and it is why the training loop calls `zeroGrad()` before
 // every backward pass (the llm.c convention).

@@ -2,7 +2,7 @@
 //
 // Legend: N rows (tokens, images), I input features, O output features.
 // The weight is stored [O, I] as PyTorch stores it, so checkpoints load into
-// `nn.Linear` unchanged. Derivation: Notebooks/part2-implementation.md, §2.
+// `nn.Linear` unchanged. Derivation: Notebooks/part2-implementation.md, §11.
 
 /// A fully connected layer, y [N, O] = x [N, I] · Wᵀ [I, O] + b [O].
 public final class Linear: Layer {

@@ -6,7 +6,7 @@
 //
 // The router uses it to make experts compete for a token, the classifier to
 // turn class scores into a distribution. Derivation of both backward passes:
-// Notebooks/part2-implementation.md, §4.
+// Notebooks/part2-implementation.md, §13.
 //
 // Numerical stability: exp overflows Float for z > 88. Since softmax(z) =
 // softmax(z − c) for any constant c, we subtract the row's maximum first; then

@@ -13,7 +13,7 @@
 // (TopKGating.select). DeepSeek-V3 adds it to sigmoid affinities; p, like
 // them, lies in [0, 1], so u = 1e-3 is a step of a tenth of a percent of the
 // score's range. An underloaded expert's bias rises until it starts winning
-// tokens; an overloaded one's falls. Derivation: Notebooks/part1-foundations.md, §6.
+// tokens; an overloaded one's falls. Derivation: Notebooks/part1-foundations.md, §11.
 //
 // Why a rule and not a gradient: b enters only the selection, a step function
 // of the scores (§3), so ∂L/∂b = 0 wherever it exists; backpropagation has

@@ -11,7 +11,7 @@
 //                                              compares methods and not weights)
 //
 // Both terms are 0 when every expert gets the same share and grow as the share
-// spreads. Derivation: Notebooks/part1-foundations.md, §6.
+// spreads. Derivation: Notebooks/part1-foundations.md, §11.
 //
 // Computing CV² through sums of squares. With A = Σᵢ xᵢ, B = Σᵢ xᵢ² and the
 // population mean and variance over the E experts (μ = A/E, σ² = B/E − A²/E²):
@@ -157,7 +157,7 @@ public final class ImportanceLoadBalancing: LoadBalancing {
     /// At balance xⱼ = A/E = B/A, so every component is exactly 0 — finite,
     /// unlike the square-root form. Above the "square-weighted mean" B/A it
     /// is positive (push that expert down), below it negative. 0 when A = 0.
-    /// Notebooks/part1-foundations.md, §6.   x [E] -> ∂CV²/∂x [E]
+    /// Notebooks/part1-foundations.md, §11.   x [E] -> ∂CV²/∂x [E]
     public static func squaredCoefficientOfVariationGradient(_ x: [Double]) -> [Double] {
         let a = x.reduce(0, +), b = x.reduce(0) { $0 + $1 * $1 }
         guard a != 0 else { return x.map { _ in 0 } }

@@ -7,9 +7,9 @@
 //
 // It is not a balance measure. It exists for numerical stability: large logits
 // make exp lose precision (badly so in 16-bit formats), and they saturate the
-// softmax, where its gradient vanishes (Notebooks/part1-foundations.md, §2).
+// softmax, where its gradient vanishes (Notebooks/part1-foundations.md, §7).
 // ST-MoE found it stabilised training without hurting quality, with c_z =
-// 1e-3. Derivation: Notebooks/part1-foundations.md, §6.
+// 1e-3. Derivation: Notebooks/part1-foundations.md, §11.
 //
 // Reading the value: there is no "balanced" or "collapsed" value, so
 // `referenceValues` is nil. What a number means: all-zero logits (a router
@@ -51,7 +51,7 @@ public final class RouterZLoss: LoadBalancing {
     /// Every logit is pulled down in proportion to its probability, the largest
     /// hardest. Unlike a softmax gradient it does not sum to 0 over j (it sums
     /// to 2·lse_n/N): it lowers the common level of the logits, which the
-    /// softmax cannot see. Notebooks/part1-foundations.md, §6.
+    /// softmax cannot see. Notebooks/part1-foundations.md, §11.
     ///
     /// - Complexity: O(N·E).
     public func evaluate(routing: Routing, logits z: Tensor) -> BalancingTerm {

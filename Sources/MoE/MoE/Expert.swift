@@ -4,7 +4,7 @@
 // MNIST baseline uses, Linear(D→H) → activation → Linear(H→D). What makes it an
 // expert is only that it sees the tokens the router sends it. In the MNIST
 // model D = 256, H = 128: 65,920 parameters per expert.
-// Notebooks/part2-implementation.md, §5.
+// Notebooks/part2-implementation.md, §3 and §14.
 //
 // Legend: n tokens routed here, D model width, H hidden width.
 

@@ -36,7 +36,7 @@
 //
 // The gradient, as for top-k, flows through the weights with the choice held
 // fixed: dL/dw[n, e] reaches p[n, e] for the picked entries only, then the
-// softmax backward. Notebooks/part1-foundations.md, §3.
+// softmax backward. Notebooks/part1-foundations.md, §8.
 //
 // Legend: N tokens, E experts, c tokens per expert, K = E slots per token here.
 
@@ -100,7 +100,7 @@ public final class ExpertChoiceRouter: Router {
     /// w[n, j] = p[n, j] where expert j picked token n (and 0, a constant, elsewhere), so
     ///
     ///     dL/dp[n, j] = dw[n, j]  (picked)  + dp_balancing[n, j]
-    ///     dL/dlogits  = softmax_backward(p, dL/dp)      (Notebooks/part2-implementation.md, §4)
+    ///     dL/dlogits  = softmax_backward(p, dL/dp)      (Notebooks/part2-implementation.md, §13)
     ///
     /// Cached: the routing (p and the picks).   dw [N, E], dp [N, E] or nil -> [N, E]
     public func backward(weightGradient dw: Tensor, probabilityGradient dpExtra: Tensor?) -> Tensor {

@@ -19,7 +19,7 @@
 // expert equally used, fᵢ = k/E and Pᵢ = 1/E, so aux = E · E · (k/E)(1/E) = k
 // (2 for top-2: the walkthrough's "2.10 at convergence"). If every token goes
 // to the same k experts and the router is sure of it, aux = E · k · (1/k) = E.
-// Derivation: Notebooks/part1-foundations.md, §5.
+// Derivation: Notebooks/part1-foundations.md, §5 and §10.
 //
 // The gradient. f is a count of discrete choices, so it is a constant to the
 // gradient; only P carries one:

@@ -11,7 +11,7 @@
 // Grouping by expert is the whole trick: a token-by-token loop would do N·k
 // tiny matrix-vector products; grouping does E matrix-matrix products, which
 // the tiled matmul runs near peak. Experts are independent, so they run in
-// parallel, one thread each. Notebooks/part2-implementation.md, §6.
+// parallel, one thread each. Notebooks/part2-implementation.md, §5 and §16.
 //
 // Around that core, the pieces a student swaps (issue "routing"): any `Router`
 // (TopKGating is the default), any list of `LoadBalancing` methods (the Switch

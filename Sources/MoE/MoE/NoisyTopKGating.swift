@@ -151,7 +151,7 @@ public final class NoisyTopKGating: Router {
     ///
     /// Cached: the routing, p, ε and a. At evaluation there is no noise path
     /// and `inputGradient()` is nil. Softmax backward:
-    /// Notebooks/part2-implementation.md, §4.
+    /// Notebooks/part2-implementation.md, §13.
     public func backward(weightGradient dw: Tensor, probabilityGradient dp: Tensor?) -> Tensor {
         guard let r = routing else { preconditionFailure("NoisyTopKGating.backward called before route") }
         let n = r.tokenCount, e = expertCount

@@ -1,6 +1,6 @@
 // Router: the seam where a student changes how tokens find their experts.
 //
-// An MoE layer splits routing into three pieces (Notebooks/part1-foundations.md, §3):
+// An MoE layer splits routing into three pieces (Notebooks/part1-foundations.md, §4):
 //
 //     logits  = x·Wᵀ + b                     [N, E]   MoELayer.gate, a Linear ("gate.weight")
 //     routing = router.route(logits)         which experts, with what weights   ← a Router

@@ -20,8 +20,8 @@
 // Only k of the E experts run for a token; the others cost nothing. The choice
 // itself is a step function of the logits and has no gradient; the weights w
 // are smooth functions of the logits of the chosen experts, so the task loss
-// still teaches the router, through w (Notebooks/part1-foundations.md, §3, and
-// part2-implementation.md, §6). With renormalisation off, w = p[chosen].
+// still teaches the router, through w (Notebooks/part1-foundations.md, §8, and
+// part2-implementation.md, §15). With renormalisation off, w = p[chosen].
 //
 // Variations, each a setting of this one class:
 //   * k = 1 without renormalisation is Switch routing (Fedus et al. 2022): the
@@ -259,7 +259,7 @@ public final class TopKGating: Router {
     ///     dL/dz   = dL/dz̃                                   the noise is added, ∂z̃/∂z = 1
     ///     dL/dv_i += Σ_n dL/dz̃[n, i] · ε[n, i] · σ(v_i)      softplus′ = sigmoid σ
     ///
-    /// (v = noise_weights.) Notebooks/part2-implementation.md derives both.
+    /// (v = noise_weights.) Notebooks/part2-implementation.md, §15 derives both.
     public func backward(weightGradient dw: Tensor, probabilityGradient dpExtra: Tensor?) -> Tensor {
         guard let r = routing else { preconditionFailure("TopKGating.backward called before route") }
         let n = r.tokenCount, e = r.expertCount

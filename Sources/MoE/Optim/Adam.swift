@@ -10,7 +10,7 @@
 // Each weight gets its own step size, scaled by how large its gradients have
 // been. The order of operations follows torch.optim.Adam (ε added after the
 // square root), so the parity test agrees with PyTorch to float rounding.
-// Notebooks/part2-implementation.md, §7.
+// Notebooks/part2-implementation.md, §18.
 import Foundation
 
 /// The Adam optimiser. `step()` applies one update from the parameters' `grad`.

@@ -13,7 +13,7 @@
 // At the end each accumulator's 16 lanes are summed (a reduction tree of
 // halves), and the K % 16 remainder is added by a scalar loop.
 //
-// Why a dot-product kernel and what it reaches: Notebooks/part2-implementation.md, §8.
+// Why a dot-product kernel and what it reaches: Notebooks/part2-implementation.md, §19.
 //
 // Legend: C [M, N] = A [M, K] · Bᵀ, B stored [N, K]; A and B row-major.
 

@@ -5,7 +5,7 @@
 // It is slow (no tiling, no SIMD, no threads) and obviously right, which is its
 // job: the tests compare the tiled kernel in Matmul.swift against it on every
 // awkward shape, and moe-bench prints its speed beside the kernel's so the
-// reader sees what tiling and packing buy (Notebooks/part2-implementation.md, §8).
+// reader sees what tiling and packing buy (Notebooks/part2-implementation.md, §19).
 // Accumulates in Double so that it is a slightly *better* answer than the
 // kernel, not an equally rounded one.
 

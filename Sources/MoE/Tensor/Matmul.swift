@@ -1,7 +1,7 @@
 // Matmul: C = A·B, the one operation that decides how fast this project is.
 //
 // Every Linear layer, every expert and the router are matrix products, forward
-// and backward (Notebooks/part2-implementation.md, §8 "The matmul"). Goals, in
+// and backward (Notebooks/part2-implementation.md, §19 "The matmul"). Goals, in
 // order:
 //   1. Correct for every shape, including 0- and 1-sized dimensions and sizes
 //      that are not multiples of the tile. `naiveMatmul` (Matmul+Naive.swift)

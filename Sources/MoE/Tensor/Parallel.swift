@@ -9,7 +9,7 @@
 // The thread count is a single process-wide setting (`--threads` on the
 // command line). With 1 thread everything runs inline on the caller's thread,
 // which is also what the tests use to make results independent of the machine.
-// What the threads buy, measured: Notebooks/part2-implementation.md, §8.
+// What the threads buy, measured: Notebooks/part2-implementation.md, §19.
 import Dispatch
 import Foundation
 

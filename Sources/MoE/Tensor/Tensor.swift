@@ -2,7 +2,7 @@
 //
 // That is all a tensor is in this project. There is no autograd graph, no
 // strides, no views, no broadcasting machinery: every layer knows the shapes it
-// works with and writes its own backward pass by hand (Notebooks/part2-implementation.md, §1).
+// works with and writes its own backward pass by hand (Notebooks/part2-implementation.md, §10).
 // Keeping the data contiguous and row-major means element (i, j) of a matrix
 // of shape [rows, cols] lives at `data[i * cols + j]`, which is what the
 // matmul kernels (Matmul.swift) and PyTorch's checkpoints both assume.

@@ -9,7 +9,7 @@
 //
 // The gradient of α·aux is added inside `MoELayer.backward`, not here: the
 // layer holds the routing that aux was computed from, so it is the one place
-// that can differentiate it (Notebooks/part2-implementation.md).
+// that can differentiate it (Notebooks/part2-implementation.md, §6 and §17).
 //
 // Around it: seeded shuffling, per-epoch records (loss, aux, accuracy, time),
 // evaluation on the test set (timed separately: `train_seconds` counts steps
