@@ -138,7 +138,7 @@ final class GPTTrainingTests: XCTestCase {
         try GPTCheckpoint.save(model, tokenizer: tokenizer, to: url)
         let (loaded, _, _) = try GPTCheckpoint.load(from: url)
         XCTAssertEqual(loaded.config, config, "routing settings, seeds and all")
-        XCTAssertTrue(loaded.namedParameters.contains { $0.name == "blocks.1.moe.router.noise.weight" }, "the noisy router's own weights")
+        XCTAssertTrue(loaded.namedParameters.contains { $0.name == "blocks.1.moe.gating.noise.weight" }, "the noisy router's own weights")
         XCTAssertEqual(loaded.namedBuffers.map(\.value), buffers.map(\.value))
         model.setMode(training: false, progress: 1); loaded.setMode(training: false, progress: 1)
         XCTAssertEqual(loaded.forward(tokens: [1, 2, 3, 4, 5, 6], batch: 1), model.forward(tokens: [1, 2, 3, 4, 5, 6], batch: 1))

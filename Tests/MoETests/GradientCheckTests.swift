@@ -90,7 +90,7 @@ final class GradientCheckTests: XCTestCase {
         let expert = Expert(modelDim: 6, hiddenDim: 5, rng: &rng)
         let report = GradientCheck.check(expert, input: Tensor.uniform([4, 6], low: -1, high: 1, rng: &rng))
         assertGradientsMatch(report, "Expert")
-        XCTAssertEqual(report.entries.map(\.name), ["input", "up.weight", "up.bias", "down.weight", "down.bias"])
+        XCTAssertEqual(report.entries.map(\.name), ["input", "net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"])
     }
 
     /// A checker that cannot fail would be worthless: break a backward pass on

@@ -126,11 +126,11 @@ final class TrainingTests: XCTestCase {
     /// The checkpoint names of the walkthrough's MoE classifier, in the order PyTorch's
     /// `state_dict()` lists them for the equivalent module (Tests/Reference/moe_torch.py).
     private func moeNames(experts: Int = 8) -> [String] {
-        var names = ["input.weight", "input.bias", "moe.gate.weight", "moe.gate.bias"]
+        var names = ["input_proj.weight", "input_proj.bias", "moe.gating.gate.weight", "moe.gating.noise_weights"]
         for i in 0..<experts {
-            names += ["up.weight", "up.bias", "down.weight", "down.bias"].map { "moe.experts.\(i).\($0)" }
+            names += ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"].map { "moe.experts.\(i).\($0)" }
         }
-        return names + ["output.weight", "output.bias"]
+        return names + ["output_proj.weight", "output_proj.bias"]
     }
 
     // MARK: Learning
@@ -288,13 +288,14 @@ final class TrainingTests: XCTestCase {
         let folder = try temporaryDirectory()
         let expected: [(model: Classifier, names: [String])] = [
             (makeMoE(seed: 0), moeNames()),
-            (makeDense(seed: 0), ["input.weight", "input.bias", "ffn.up.weight", "ffn.up.bias",
-                                  "ffn.down.weight", "ffn.down.bias", "output.weight", "output.bias"]),
+            (makeDense(seed: 0), ["input_proj.weight", "input_proj.bias", "ffn.net.0.weight", "ffn.net.0.bias",
+                                  "ffn.net.2.weight", "ffn.net.2.bias", "output_proj.weight", "output_proj.bias"]),
         ]
         let shapes: [String: [Int]] = [
-            "input.weight": [256, 784], "input.bias": [256], "moe.gate.weight": [8, 256], "moe.gate.bias": [8],
-            "up.weight": [128, 256], "up.bias": [128], "down.weight": [256, 128], "down.bias": [256],
-            "output.weight": [10, 256], "output.bias": [10],
+            "input_proj.weight": [256, 784], "input_proj.bias": [256], "moe.gating.gate.weight": [8, 256],
+            "moe.gating.noise_weights": [8],
+            "0.weight": [128, 256], "0.bias": [128], "2.weight": [256, 128], "2.bias": [256],
+            "output_proj.weight": [10, 256], "output_proj.bias": [10],
         ]
         for (model, names) in expected {
             let url = folder.appendingPathComponent("\(model.name).safetensors")
@@ -304,7 +305,7 @@ final class TrainingTests: XCTestCase {
             XCTAssertEqual(file.order, names, "\(model.name): tensor names")
             XCTAssertEqual(file.metadata, ["seed": "0"])
             for name in names {
-                // Expert tensors share shapes: look up "moe.experts.3.up.weight" and "ffn.up.weight" as "up.weight".
+                // Expert tensors share shapes: look up "moe.experts.3.net.0.weight" and "ffn.net.0.weight" as "0.weight".
                 let key = shapes[name] != nil ? name : name.split(separator: ".").suffix(2).joined(separator: ".")
                 XCTAssertEqual(file.tensors[name]?.shape, shapes[key], "\(model.name): shape of \(name)")
             }
@@ -318,6 +319,7 @@ final class TrainingTests: XCTestCase {
 
             var rng = Xoshiro256(seed: 3)
             let x = Tensor.uniform([5, 784], low: 0, high: 1, rng: &rng)   // [N, P]
+            model.setMode(training: false, progress: 1); restored.setMode(training: false, progress: 1)   // no noise
             XCTAssertEqual(model.forward(x), restored.forward(x), "\(model.name): same weights, same logits")
         }
     }
@@ -329,7 +331,7 @@ final class TrainingTests: XCTestCase {
         let source = makeMoE(seed: 1)
         // Drop the very last tensor, so a loader that assigned as it went would
         // already have overwritten every other weight when it noticed.
-        let kept = source.namedParameters.filter { $0.name != "output.bias" }
+        let kept = source.namedParameters.filter { $0.name != "output_proj.bias" }
         let url = folder.appendingPathComponent("incomplete.safetensors")
         try Safetensors.write(kept.map { ($0.name, $0.parameter.value) }, to: url)
 
@@ -338,7 +340,7 @@ final class TrainingTests: XCTestCase {
         let message = expectSafetensorsError("missing tensor") { try Checkpoint.loadWeights(into: model, from: url) }
         print("missing tensor: \(message)")
         XCTAssertTrue(message.hasPrefix(url.path + ": "), "names the file: \(message)")
-        XCTAssertTrue(message.contains("no tensor 'output.bias'"), "names the tensor: \(message)")
+        XCTAssertTrue(message.contains("no tensor 'output_proj.bias'"), "names the tensor: \(message)")
         XCTAssertEqual(bits(model), before, "a failed load changed the model")
     }
 
@@ -353,8 +355,8 @@ final class TrainingTests: XCTestCase {
         let before = bits(model)
         let message = expectSafetensorsError("wrong shape") { try Checkpoint.loadWeights(into: model, from: url) }
         print("wrong shape: \(message)")
-        XCTAssertEqual(message, "\(url.path): tensor 'moe.gate.weight' has shape [4, 256], expected [8, 256]")
-        // input.* precede the gate in the file and match in shape; they must not have been loaded either.
+        XCTAssertEqual(message, "\(url.path): tensor 'moe.gating.gate.weight' has shape [4, 256], expected [8, 256]")
+        // input_proj.* precede the gate in the file and match in shape; they must not have been loaded either.
         XCTAssertEqual(bits(model), before, "a failed load changed the model")
     }
 
@@ -374,8 +376,8 @@ final class TrainingTests: XCTestCase {
             try Checkpoint.loadWeights(into: moe.model, from: weightsURL)
         }
         print("dense weights into MoE: \(weightsMessage)")
-        XCTAssertTrue(weightsMessage.contains("no tensor 'moe.gate.weight'"), weightsMessage)
-        XCTAssertTrue(weightsMessage.contains("'ffn.up.weight'"), "lists what the file holds: \(weightsMessage)")
+        XCTAssertTrue(weightsMessage.contains("no tensor 'moe.gating.gate.weight'"), weightsMessage)
+        XCTAssertTrue(weightsMessage.contains("'ffn.net.0.weight'"), "lists what the file holds: \(weightsMessage)")
 
         let stateMessage = expectSafetensorsError("dense training state into MoE") {
             try Checkpoint.restoreTrainingState(moe, from: stateURL)
@@ -424,7 +426,7 @@ final class TrainingTests: XCTestCase {
             ("history", saved.metadata.merging(["history": "[{\"epoch\": 1"]) { _, new in new }, tensors),
             ("rng_state", saved.metadata.merging(["rng_state": "1,2,3"]) { _, new in new }, tensors),
             ("adam_step", saved.metadata.merging(["adam_step": "many"]) { _, new in new }, tensors),
-            ("a moment", saved.metadata, tensors.map { $0.0 == "optimizer.m.input.weight" ? ($0.0, Tensor.zeros([3])) : $0 }),
+            ("a moment", saved.metadata, tensors.map { $0.0 == "optimizer.m.input_proj.weight" ? ($0.0, Tensor.zeros([3])) : $0 }),
         ]
         for damage in damages {
             let url = folder.appendingPathComponent("damaged.safetensors")
