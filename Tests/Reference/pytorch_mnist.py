@@ -10,12 +10,13 @@ the package. Setup, as in the walkthrough:
 
   * data: the first 5,000 training images and all 10,000 test images, pixels
     scaled to [0, 1] (divided by 255), no other normalisation;
-  * MoE: input 784 -> 256, ReLU, MoE layer (8 experts of 256 -> 128 -> 256,
-    top-2, renormalised weights), output 256 -> 10; 732,946 parameters, of
-    which 337,426 are used per image;
-    loss = cross entropy + 0.1 * load-balancing loss (see moe_torch.py);
-  * dense: input 784 -> 256, ReLU, one FFN 256 -> 128 -> 256, output 256 -> 10;
-    269,450 parameters; loss = cross entropy;
+  * MoE: Part 2's MoEClassifier (moe_torch.py): input_proj 784 -> 256, ReLU,
+    MoE layer (bias-free gate, learned gate noise in training, 8 experts of
+    256 -> 128 -> 256, top-2, renormalised weights), ReLU, output_proj
+    256 -> 10; 732,946 parameters, of which 337,426 are used per image;
+    loss = cross entropy + 0.1 * load-balancing loss;
+  * dense: input 784 -> 256, ReLU, one FFN 256 -> 128 -> 256, ReLU,
+    output 256 -> 10; 269,450 parameters; loss = cross entropy;
   * Adam, lr 1e-3, batch 64 (the last batch of an epoch has 8 images),
     30 epochs, the training set reshuffled every epoch by a generator seeded
     with --seed; torch.manual_seed(--seed) before each model is built.
@@ -94,9 +95,9 @@ def train(kind, seed, epochs, data):
     x_train, y_train, x_test, y_test = data
     torch.manual_seed(seed)
     if kind == "moe":
-        model = MoEClassifier(D_IN, D_MODEL, D_HIDDEN, NUM_EXPERTS, K, NUM_CLASSES)
+        model = MoEClassifier(D_IN, D_MODEL, NUM_CLASSES, NUM_EXPERTS, K, expert_hidden_dim=D_HIDDEN)
     else:
-        model = DenseClassifier(D_IN, D_MODEL, D_HIDDEN, NUM_CLASSES)
+        model = DenseClassifier(D_IN, D_MODEL, NUM_CLASSES, expert_hidden_dim=D_HIDDEN)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"== {kind}  seed {seed}  parameters {n_params:,}  threads {torch.get_num_threads()}")
     opt = torch.optim.Adam(model.parameters(), lr=LR)
@@ -132,7 +133,8 @@ def train(kind, seed, epochs, data):
             line += f"  aux {sums['aux'] / n:.4f}"
         print(line + f"  train_acc {100.0 * sums['correct'] / n:.2f}%  ({epoch_seconds:.2f} s)", flush=True)
 
-    # Evaluation (not timed).
+    # Evaluation (not timed), with the gate noise off.
+    model.eval()
     correct = 0
     load = torch.zeros(NUM_EXPERTS)
     with torch.no_grad():
