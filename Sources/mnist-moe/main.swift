@@ -75,6 +75,37 @@ func labeled(_ split: MNISTSplit, _ n: Int) -> LabeledImages {
 let trainSet = labeled(mnist.train, options.trainSize)
 let testSet = labeled(mnist.test, mnist.test.count)
 
+// MARK: - Memory
+
+/// What the run will hold at once, added up before any model exists (MemoryBudget.swift):
+/// every parameter four times (value, gradient, Adam's m and v) plus three more
+/// while a checkpoint is written; one batch's activations and their gradients
+/// (evaluation runs 1,000 images at a time); and the images, already loaded.
+func checkMemory() throws {
+    let p = Double(trainSet.pixels), d = Double(options.hidden), h = Double(options.expertHidden)
+    let e = Double(options.experts), k = Double(options.topK), s = Double(options.routing.sharedExperts)
+    let expert = d * h + h + h * d + d
+    let moe = p * d + d + 2 * d * e + e + (e + s) * expert + d * 10 + 10
+    let dense = p * d + d + expert + d * 10 + 10
+    let parameters = (options.model != "dense" ? moe : 0) + (options.model != "moe" ? dense : 0)
+    let rows = Double(max(options.batchSize, 1000))
+    let activations = 2 * rows * (p + 4 * d + 2 * (k + s) * (d + 2 * h) + 4 * e + 40) * 4
+    let data = Double(mnist.train.images.count + mnist.test.images.count + trainSet.images.count) * 4
+    let perParameter = 28.0
+    try MemoryBudget.check(parameters * perParameter + activations + data,
+                           what: "--hidden \(options.hidden) --expert-hidden \(options.expertHidden) --experts \(options.experts) "
+                               + "on \(trainSet.pixels)-pixel images",
+                           breakdown: "\(MemoryBudget.formatCount(parameters)) parameters × \(Int(perParameter)) bytes for weights, "
+                               + "gradients, Adam's moments and the checkpoint being written, \(MemoryBudget.format(activations)) "
+                               + "of activations, \(MemoryBudget.format(data)) of images",
+                           advice: trainSet.pixels == 28 * 28 ? "use a smaller --hidden, --expert-hidden or --experts"
+                               : "\(dataDirectory.path) holds \(mnist.train.rows)x\(mnist.train.cols) images, not MNIST's 28x28")
+}
+do { try checkMemory() } catch {
+    // Flags that ask for too much are a usage error; images of an implausible size are bad data.
+    fail("\(error)", usage: false, status: trainSet.pixels == 28 * 28 ? 2 : 1)
+}
+
 // MARK: - Training
 
 /// Everything a trained model contributes to the tables and summary.json.
@@ -125,7 +156,12 @@ func train(_ model: Classifier) -> ModelRun {
             for (key, value) in runMetadata.sorted(by: { $0.key < $1.key }) where saved[key] != nil && saved[key] != value {
                 fail("\(path): was trained with \(key) = \(saved[key]!), this run has \(value); pass \(flagOfKey[key] ?? key) to match")
             }
-            try Checkpoint.restoreTrainingState(trainer, from: URL(fileURLWithPath: path))
+            // A file of these settings (checked above) took exactly this many steps per epoch.
+            try Checkpoint.restoreTrainingState(trainer, from: URL(fileURLWithPath: path),
+                                                batchesPerEpoch: (trainSet.count + config.batchSize - 1) / config.batchSize)
+            guard trainer.epochsDone <= config.epochs else {
+                fail("\(path): has \(trainer.epochsDone) epochs done, more than --epochs \(config.epochs); pass --epochs \(trainer.epochsDone) or more")
+            }
             print("\(model.name): resuming after epoch \(trainer.epochsDone) from \(path)")
         }
     } catch {
@@ -140,6 +176,11 @@ func train(_ model: Classifier) -> ModelRun {
         var record = trainer.trainEpoch(on: trainSet) { done, _, loss, aux in
             bar.update(done, status: model is MoEClassifier
                        ? String(format: "loss %.4f  aux %.3f", loss, aux) : String(format: "loss %.4f", loss))
+        }
+        if let bad = trainer.nonFiniteLoss {
+            bar.finish(status: "stopped")
+            fail("\(model.name): the loss became \(bad.loss) at epoch \(bad.epoch), step \(bad.step); stopped before "
+                 + "writing anything, so the files in \(outDirectory.path) are as they were")
         }
         record.testAccuracy = Trainer.accuracy(of: model, on: testSet)
         trainer.history[trainer.history.count - 1] = record

@@ -15,6 +15,13 @@
 // frequent pairs would glue words to their neighbours ("e t" across "the tree")
 // and the vocabulary would fill with fragments of phrases. Bytes ≥ 0x80 count
 // as letters, so the bytes of a UTF-8 character stay in one chunk.
+// A run longer than `maxChunk` (64) bytes is cut into pieces of at most 64:
+// ordinary text never has one (Tiny Shakespeare's longest chunk is 16 bytes,
+// these notes' 54), but a text without spaces, or one long line of digits,
+// would otherwise be a single chunk, and both training and encoding cost grow
+// with the square of a chunk's length (each merge rescans the chunk). With the
+// cap, no token is longer than 64 bytes, which also bounds what a saved
+// tokenizer may hold.
 //
 // Training cost. Recounting every pair for each of ~10,000 merges over a 1 MB
 // corpus would be ~10¹⁰ steps. Instead: count each distinct chunk once (with
@@ -46,13 +53,28 @@ public struct BPETokenizer: Tokenizer {
     }
 
     /// Rebuilds a saved tokenizer. Merge i may only combine tokens that exist
-    /// before it (ids < 256 + i).
-    public init(merges: [[Int]], source: String) throws {
+    /// before it (ids < 256 + i), and no token may be longer than `maxChunk`
+    /// bytes (training never makes one). The lengths are checked before any
+    /// piece is built, so merges that double in length cannot make gigabytes of
+    /// pieces; `expectedVocabularySize`, when given, is checked first of all.
+    public init(merges: [[Int]], source: String, expectedVocabularySize: Int? = nil) throws {
+        if let v = expectedVocabularySize, v != 256 + merges.count {
+            throw TextError(file: source, problem: "bpe tokenizer has \(256 + merges.count) tokens (256 bytes + \(merges.count) merges), "
+                            + "the model \(v)")
+        }
         var list: [(left: Int, right: Int)] = []
+        var length = [Int](repeating: 1, count: 256)
+        length.reserveCapacity(256 + merges.count)
         for (i, pair) in merges.enumerated() {
             guard pair.count == 2, pair.allSatisfy({ $0 >= 0 && $0 < 256 + i }) else {
                 throw TextError(file: source, problem: "bpe merge \(i) is \(pair), expected two ids below \(256 + i)")
             }
+            let bytes = length[pair[0]] + length[pair[1]]
+            guard bytes <= BPETokenizer.maxChunk else {
+                throw TextError(file: source, problem: "bpe merge \(i) makes a token of \(bytes) bytes, "
+                                + "longer than the \(BPETokenizer.maxChunk) a chunk may have")
+            }
+            length.append(bytes)
             list.append((pair[0], pair[1]))
         }
         self.init(validMerges: list)
@@ -77,7 +99,7 @@ public struct BPETokenizer: Tokenizer {
 
     /// Chunk by chunk, replaying the merges; repeated chunks (most words) are
     /// encoded once and looked up after that.
-    /// - Complexity: O(n) chunk lookups plus, per distinct chunk of length m, O(m²).
+    /// - Complexity: O(n) chunk lookups plus, per distinct chunk of length m ≤ 64, O(m²).
     public func encode(bytes: [UInt8]) -> [Int] {
         var out: [Int] = []
         out.reserveCapacity(bytes.count / 2)
@@ -157,9 +179,13 @@ public struct BPETokenizer: Tokenizer {
         }
     }
 
+    /// The longest chunk, in bytes: longer runs are cut into pieces this long
+    /// (the last one shorter). See the file's comment for why.
+    static let maxChunk = 64
+
     /// The chunks of `bytes`, in order, covering every byte exactly once:
     /// " ?letters+", " ?digits+", " ?punctuation+", or whitespace+ (leaving the
-    /// last space of a run to the word that follows it).
+    /// last space of a run to the word that follows it), none longer than `maxChunk`.
     static func chunks(_ bytes: [UInt8]) -> [Range<Int>] {
         var out: [Range<Int>] = []
         let n = bytes.count
@@ -175,7 +201,13 @@ public struct BPETokenizer: Tokenizer {
             } else {
                 while i < n && byteClass(bytes[i]) == c { i += 1 }
             }
-            out.append(start..<i)
+            // A run past the cap becomes pieces of `maxChunk` bytes.
+            var piece = start
+            while i - piece > maxChunk {
+                out.append(piece..<(piece + maxChunk))
+                piece += maxChunk
+            }
+            out.append(piece..<i)
         }
         return out
     }
