@@ -77,12 +77,13 @@ let testSet = labeled(mnist.test, mnist.test.count)
 
 // MARK: - Memory
 
-/// What the run will hold at once, added up before any model exists (MemoryBudget.swift):
-/// every parameter four times (value, gradient, Adam's m and v) plus three more
-/// while a checkpoint is written; one batch's activations and their gradients
-/// (evaluation runs 1,000 images at a time); and the images, already loaded.
-func checkMemory() throws {
-    let p = Double(trainSet.pixels), d = Double(options.hidden), h = Double(options.expertHidden)
+/// What the run will hold at once, added up before any model exists
+/// (MemoryBudget.swift): every parameter four times (value, gradient, Adam's m
+/// and v) plus three more while a checkpoint is written; one batch's
+/// activations and their gradients (evaluation runs 1,000 images at a time);
+/// and the images, already loaded. `pixels` per image; `images` floats held.
+func checkMemory(pixels: Int, images: Int) throws {
+    let p = Double(pixels), d = Double(options.hidden), h = Double(options.expertHidden)
     let e = Double(options.experts), k = Double(options.topK), s = Double(options.routing.sharedExperts)
     let expert = d * h + h + h * d + d
     let moe = p * d + d + 2 * d * e + e + (e + s) * expert + d * 10 + 10
@@ -90,20 +91,29 @@ func checkMemory() throws {
     let parameters = (options.model != "dense" ? moe : 0) + (options.model != "moe" ? dense : 0)
     let rows = Double(max(options.batchSize, 1000))
     let activations = 2 * rows * (p + 4 * d + 2 * (k + s) * (d + 2 * h) + 4 * e + 40) * 4
-    let data = Double(mnist.train.images.count + mnist.test.images.count + trainSet.images.count) * 4
+    let data = Double(images) * 4
     let perParameter = 28.0
     try MemoryBudget.check(parameters * perParameter + activations + data,
                            what: "--hidden \(options.hidden) --expert-hidden \(options.expertHidden) --experts \(options.experts) "
-                               + "on \(trainSet.pixels)-pixel images",
+                               + "on \(pixels)-pixel images",
                            breakdown: "\(MemoryBudget.formatCount(parameters)) parameters × \(Int(perParameter)) bytes for weights, "
                                + "gradients, Adam's moments and the checkpoint being written, \(MemoryBudget.format(activations)) "
                                + "of activations, \(MemoryBudget.format(data)) of images",
-                           advice: trainSet.pixels == 28 * 28 ? "use a smaller --hidden, --expert-hidden or --experts"
+                           advice: pixels == 28 * 28 ? "use a smaller --hidden, --expert-hidden or --experts"
                                : "\(dataDirectory.path) holds \(mnist.train.rows)x\(mnist.train.cols) images, not MNIST's 28x28")
 }
-do { try checkMemory() } catch {
-    // Flags that ask for too much are a usage error; images of an implausible size are bad data.
-    fail("\(error)", usage: false, status: trainSet.pixels == 28 * 28 ? 2 : 1)
+do {
+    // First as if the images were MNIST's 28x28: then it is the flags that ask too much (usage, 2) …
+    try checkMemory(pixels: 28 * 28, images: (60_000 + 10_000 + options.trainSize) * 28 * 28)
+} catch {
+    fail("\(error)", status: 2)
+}
+do {
+    // … then with the images the folder really holds: too large ones are bad data (1).
+    try checkMemory(pixels: trainSet.pixels,
+                    images: mnist.train.images.count + mnist.test.images.count + trainSet.images.count)
+} catch {
+    fail("\(error)")
 }
 
 // MARK: - Training

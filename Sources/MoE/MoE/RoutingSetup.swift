@@ -110,8 +110,8 @@ public struct RoutingSetup: Equatable {
         try check(temperature.end, Limits.temperature, "--temperature-end", "temperature")
         try check(expertDropout, Limits.expertDropout, "--expert-dropout", "expert_dropout")
         if let c = capacityFactor {
-            try check(c, Double(Limits.capacityFactor.lowerBound)...Double(Limits.capacityFactor.upperBound),
-                      "--capacity", "capacity_factor")
+            // As a Float, the flag's type (1e300 becomes inf, out of range).
+            try check(Float(c), Limits.capacityFactor, "--capacity", "capacity_factor")
         }
         try check(sharedExperts, Limits.sharedExperts, "--shared-experts", "shared_experts")
         try check(auxWeight, Limits.auxWeight, "--aux-weight", "aux_weight")
@@ -120,8 +120,7 @@ public struct RoutingSetup: Equatable {
         try check(groups, Limits.groups, "--groups", "groups")
         try check(topGroups, Limits.groups, "--top-groups", "top_groups")
         try check(routedScaling, Limits.routedScaling, "--routed-scaling", "routed_scaling")
-        try check(expertChoiceFactor, Double(Limits.expertChoiceFactor.lowerBound)...Double(Limits.expertChoiceFactor.upperBound),
-                  "--expert-choice-factor", "expert_choice_factor")
+        try check(Float(expertChoiceFactor), Limits.expertChoiceFactor, "--expert-choice-factor", "expert_choice_factor")
         if router == "deepseek" {
             guard experts % groups == 0 else {
                 throw bad("--groups", "groups", "\(groups) must divide the \(experts) experts")

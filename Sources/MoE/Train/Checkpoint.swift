@@ -104,9 +104,6 @@ public enum Checkpoint {
         guard let epochs = Int(epochsText), (0...maxEpochs).contains(epochs) else {
             throw fail("metadata \"epochs_done\" is '\(epochsText)', expected an integer in 0...\(maxEpochs)")
         }
-        if let b = batchesPerEpoch, step != epochs * b {
-            throw fail("metadata \"adam_step\" is \(step), but \(epochs) epochs of \(b) batches take \(epochs * b) steps")
-        }
         let words = rngText.split(separator: ",", omittingEmptySubsequences: false).map { UInt64($0) }
         guard words.count == 4, words.allSatisfy({ $0 != nil }) else {
             throw fail("metadata \"rng_state\" is '\(rngText.prefix(80))', expected four unsigned integers separated by commas")
@@ -118,6 +115,12 @@ public enum Checkpoint {
         do { history = try decodeHistory(historyText) } catch { throw fail("metadata \"history\": \(error)") }
         guard history.count == epochs else {
             throw fail("metadata \"history\" has \(history.count) epochs, but \"epochs_done\" is \(epochs)")
+        }
+        if let b = batchesPerEpoch {
+            let (steps, overflow) = epochs.multipliedReportingOverflow(by: b)
+            guard !overflow && step == steps else {
+                throw fail("metadata \"adam_step\" is \(step), but \(epochs) epochs of \(b) batches take \(steps) steps")
+            }
         }
         let named = trainer.model.namedParameters
         let m = try named.map { try file.tensor("optimizer.m." + $0.name, shape: $0.parameter.value.shape) }
