@@ -133,10 +133,9 @@ public enum GPTCheckpoint {
         }
         // The same checks as the command line's (RoutingSetup.validate), before
         // any layer is built: a layer's initialiser would stop on what they reject.
-        if !c.moeLayers.isEmpty {
-            do { try c.routing.validate(experts: c.experts) } catch let e as RoutingSetupError {
-                throw fail("metadata \"routing\": \(e.fileDescription)")
-            }
+        // A dense model's routing is checked too: a damaged file is not accepted in silence.
+        do { try c.routing.validate(experts: c.experts) } catch let e as RoutingSetupError {
+            throw fail("metadata \"routing\": \(e.fileDescription)")
         }
         // The metadata says how big a model to build; the tensors say how big a
         // model the file holds. Check them against each other *before* building,
