@@ -154,7 +154,7 @@ struct Options {
             case "--context": o.context = try args.int(flag, 1...8192)
             case "--hidden": o.hidden = try args.int(flag, 1...65_536)
             case "--no-tie": o.tieWeights = false
-            case "--text": o.text = try args.value(flag)
+            case "--text": o.text = try args.nonEmptyValue(flag)
             case "--synthetic": o.synthetic = true
             case "--synthetic-chars": o.syntheticCharacters = try args.int(flag, 100...100_000_000)
             case "--no-download": o.download = false
@@ -181,8 +181,8 @@ struct Options {
                 guard let s = UInt64(text) else { throw UsageError("--seed must be a non-negative integer, got '\(text)'") }
                 o.seed = s
             case "--threads": o.threads = try args.int(flag, 1...256)
-            case "--out": o.out = try args.value(flag)
-            case "--checkpoint": o.checkpoint = try args.value(flag)
+            case "--out": o.out = try args.nonEmptyValue(flag)
+            case "--checkpoint": o.checkpoint = try args.nonEmptyValue(flag)
             case "--prompt": o.prompt = try args.value(flag)
             case "--length": o.length = try args.int(flag, 0...1_000_000)
             case "--sample-temperature": o.temperature = try args.float(flag, 0...100)

@@ -104,6 +104,43 @@ print("Windows of \(options.context) tokens every \(options.stride ?? options.co
       + "(each evaluation uses \(options.evalWindows == 0 ? split.validation.count : min(options.evalWindows, split.validation.count)))")
 print("\(options.threads) thread(s), seed \(options.seed), Adam lr \(options.learningRate)\n")
 
+// MARK: - Memory
+
+/// What training `preset` will hold at once, added up before the model exists
+/// (MemoryBudget.swift): every parameter four times (value, gradient, Adam's m
+/// and v), once more for the best weights kept in memory and once for the
+/// checkpoint being written; one step's activations and their gradients; and
+/// the text and its tokens. In Doubles, so no product of flags overflows.
+func memoryEstimate(_ preset: Preset) -> (bytes: Double, parameters: Double, activations: Double) {
+    let c = options.modelConfig(preset, vocabularySize: tokenizer.vocabularySize)
+    let v = Double(c.vocabularySize), t = Double(c.contextLength), w = Double(c.width), h = Double(c.hidden)
+    let e = Double(c.experts), k = Double(c.topK), s = Double(c.routing.sharedExperts), heads = Double(c.heads)
+    let moeBlocks = Double(c.moeLayers.count), denseBlocks = Double(c.layers) - moeBlocks
+    let mlp = 2 * w * h + h + w
+    let attention = 4 * w * w + 4 * w + 4 * w                 // q, k, v, output projection; two LayerNorms
+    let parameters = v * w + t * w + 2 * w + (c.tieWeights ? 0 : v * w) + Double(c.layers) * attention
+        + denseBlocks * mlp + moeBlocks * ((e + s) * mlp + 2 * w * e + e)
+    let tokens = Double(options.trainingConfig(preset).batchSize) * t
+    let perToken = Double(c.layers) * (10 * w + 2 * heads * t) + denseBlocks * (2 * h + w)
+        + moeBlocks * ((k + s) * (2 * w + 2 * h) + 3 * e) + 3 * v
+    let activations = 2 * tokens * perToken * 4
+    let data = Double(corpusText.utf8.count) + Double(trainTokens.count + validationTokens.count) * 8 * 2
+    return (parameters * 28 + activations + data, parameters, activations)
+}
+for preset in options.command == "compare" ? Preset.all : [Preset.named(options.preset)!] {
+    let need = memoryEstimate(preset)
+    do {
+        try MemoryBudget.check(need.bytes, what: "\(preset.name) (--width \(options.width) --layers \(options.layers) "
+                                   + "--hidden \(options.hidden ?? 4 * options.width) --experts \(options.experts) --context \(options.context))",
+                               breakdown: "\(MemoryBudget.formatCount(need.parameters)) parameters × 28 bytes for weights, gradients, "
+                                   + "Adam's moments, the best weights and the checkpoint being written, "
+                                   + "\(MemoryBudget.format(need.activations)) of activations for a step",
+                               advice: "use a smaller --width, --layers, --hidden, --experts, --context or --batch-size")
+    } catch {
+        fail("\(error)", status: 2)
+    }
+}
+
 // MARK: - Training
 
 let outDirectory = URL(fileURLWithPath: options.out)
@@ -167,6 +204,12 @@ func train(_ preset: Preset) -> ModelRun {
         if let b = bar { b.finish(status: line) } else { print("  step 0: " + line) }
         bar = nil
     })
+    if stop == .nonFiniteLoss, let bad = trainer.nonFiniteLoss {
+        bar?.finish(status: "stopped")
+        fail("\(preset.name): the training loss became \(bad.loss) at epoch \(bad.epoch), step \(bad.step); stopped. "
+             + (trainer.bestValidationLoss.isFinite
+                ? "\(checkpoint.path) holds the best weights before it" : "nothing was written"))
+    }
     if stop == .earlyStopped {
         print("  stopped early: no better validation loss in \(options.patience) evaluations")
     }

@@ -144,10 +144,10 @@ struct Options {
                 }
                 o.subset = c
             case "--threads": o.threads = try args.int(flag, 1...256)
-            case "--data-dir": o.dataDir = try args.value(flag)
-            case "--out": o.out = try args.value(flag)
-            case "--init": o.initFrom = try args.value(flag)
-            case "--resume": o.resume = try args.value(flag)
+            case "--data-dir": o.dataDir = try args.nonEmptyValue(flag)
+            case "--out": o.out = try args.nonEmptyValue(flag)
+            case "--init": o.initFrom = try args.nonEmptyValue(flag)
+            case "--resume": o.resume = try args.nonEmptyValue(flag)
             case "--no-shuffle": o.shuffle = false
             case "--no-download": o.download = false
             case "-h", "--help": o.help = true

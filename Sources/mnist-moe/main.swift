@@ -93,6 +93,47 @@ let testSet = labeled(mnist.test, mnist.test.count)
 func trainingSet(seed: UInt64) -> LabeledImages { labeled(mnist.train, options.trainSize, choice: options.subset, seed: seed) }
 var trainSet = trainingSet(seed: options.seed)
 
+// MARK: - Memory
+
+/// What the run will hold at once, added up before any model exists
+/// (MemoryBudget.swift): every parameter four times (value, gradient, Adam's m
+/// and v) plus three more while a checkpoint is written; one batch's
+/// activations and their gradients (evaluation runs 1,000 images at a time);
+/// and the images, already loaded. `pixels` per image; `images` floats held.
+func checkMemory(pixels: Int, images: Int) throws {
+    let p = Double(pixels), d = Double(options.hidden), h = Double(options.expertHidden)
+    let e = Double(options.experts), k = Double(options.topK), s = Double(options.routing.sharedExperts)
+    let expert = d * h + h + h * d + d
+    let moe = p * d + d + 2 * d * e + e + (e + s) * expert + d * 10 + 10
+    let dense = p * d + d + expert + d * 10 + 10
+    let parameters = (options.model != "dense" ? moe : 0) + (options.model != "moe" ? dense : 0)
+    let rows = Double(max(options.batchSize, 1000))
+    let activations = 2 * rows * (p + 4 * d + 2 * (k + s) * (d + 2 * h) + 4 * e + 40) * 4
+    let data = Double(images) * 4
+    let perParameter = 28.0
+    try MemoryBudget.check(parameters * perParameter + activations + data,
+                           what: "--hidden \(options.hidden) --expert-hidden \(options.expertHidden) --experts \(options.experts) "
+                               + "on \(pixels)-pixel images",
+                           breakdown: "\(MemoryBudget.formatCount(parameters)) parameters × \(Int(perParameter)) bytes for weights, "
+                               + "gradients, Adam's moments and the checkpoint being written, \(MemoryBudget.format(activations)) "
+                               + "of activations, \(MemoryBudget.format(data)) of images",
+                           advice: pixels == 28 * 28 ? "use a smaller --hidden, --expert-hidden or --experts"
+                               : "\(dataDirectory.path) holds \(mnist.train.rows)x\(mnist.train.cols) images, not MNIST's 28x28")
+}
+do {
+    // First as if the images were MNIST's 28x28: then it is the flags that ask too much (usage, 2) …
+    try checkMemory(pixels: 28 * 28, images: (60_000 + 10_000 + options.trainSize) * 28 * 28)
+} catch {
+    fail("\(error)", status: 2)
+}
+do {
+    // … then with the images the folder really holds: too large ones are bad data (1).
+    try checkMemory(pixels: trainSet.pixels,
+                    images: mnist.train.images.count + mnist.test.images.count + trainSet.images.count)
+} catch {
+    fail("\(error)")
+}
+
 // MARK: - Training
 
 /// Everything a trained model contributes to the tables and summary.json.
@@ -148,7 +189,12 @@ func train(_ model: Classifier, seed: UInt64, into outDirectory: URL) -> ModelRu
             for (key, value) in runMetadata.sorted(by: { $0.key < $1.key }) where saved[key] != nil && saved[key] != value {
                 fail("\(path): was trained with \(key) = \(saved[key]!), this run has \(value); pass \(flagOfKey[key] ?? key) to match")
             }
-            try Checkpoint.restoreTrainingState(trainer, from: URL(fileURLWithPath: path))
+            // A file of these settings (checked above) took exactly this many steps per epoch.
+            try Checkpoint.restoreTrainingState(trainer, from: URL(fileURLWithPath: path),
+                                                batchesPerEpoch: (trainSet.count + config.batchSize - 1) / config.batchSize)
+            guard trainer.epochsDone <= config.epochs else {
+                fail("\(path): has \(trainer.epochsDone) epochs done, more than --epochs \(config.epochs); pass --epochs \(trainer.epochsDone) or more")
+            }
             print("\(model.name): resuming after epoch \(trainer.epochsDone) from \(path)")
         }
     } catch {
@@ -163,6 +209,11 @@ func train(_ model: Classifier, seed: UInt64, into outDirectory: URL) -> ModelRu
         var record = trainer.trainEpoch(on: trainSet) { done, _, loss, aux in
             bar.update(done, status: model is MoEClassifier
                        ? String(format: "loss %.4f  aux %.3f", loss, aux) : String(format: "loss %.4f", loss))
+        }
+        if let bad = trainer.nonFiniteLoss {
+            bar.finish(status: "stopped")
+            fail("\(model.name): the loss became \(bad.loss) at epoch \(bad.epoch), step \(bad.step); stopped before "
+                 + "writing anything, so the files in \(outDirectory.path) are as they were")
         }
         record.testAccuracy = Trainer.accuracy(of: model, on: testSet)
         trainer.history[trainer.history.count - 1] = record

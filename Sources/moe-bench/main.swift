@@ -45,13 +45,29 @@ if arguments.contains("--help") || arguments.contains("-h") {
     exit(0)
 }
 // --only matmul | --only step: one section (e.g. to profile a training step).
-var only: String? = nil
-if let i = arguments.firstIndex(of: "--only"), i + 1 < arguments.count, ["matmul", "step"].contains(arguments[i + 1]) {
-    only = arguments[i + 1]
-}
-for (i, a) in arguments.enumerated() where a != "--json" && a != "--only" && !(i > 0 && arguments[i - 1] == "--only" && only != nil) {
-    FileHandle.standardError.write("moe-bench: unknown argument '\(a)' (try --help)\n".data(using: .utf8)!)
+// Read with ArgumentReader like the other programs' flags, so `--only` without
+// a value, or with another one, is a usage error rather than "run everything".
+func usageError(_ message: String) -> Never {
+    FileHandle.standardError.write("moe-bench: \(message) (try --help)\n".data(using: .utf8)!)
     exit(2)
+}
+var only: String? = nil
+do {
+    var args = ArgumentReader(arguments)
+    while let flag = args.next() {
+        switch flag {
+        case "--json": break
+        case "--only":
+            let section = try args.value(flag)
+            guard ["matmul", "step"].contains(section) else {
+                throw UsageError("--only must be matmul or step, got '\(section)'")
+            }
+            only = section
+        default: throw UsageError("unknown argument '\(flag)'")
+        }
+    }
+} catch {
+    usageError("\(error)")
 }
 let json = arguments.contains("--json")
 let allCores = ProcessInfo.processInfo.activeProcessorCount

@@ -154,7 +154,7 @@ final class GPTTrainingTests: XCTestCase {
             (["experts": "64"], "does not hold"),
             (["moe_layers": "-1"], "not a list of block indices"),
             (["heads": "0"], "impossible model"),
-            (["routing": "{\"router\": 3}"], "not readable"),
+            (["routing": "{\"router\": 3}"], "field \"router\" is missing or not a string"),
             (["vocabulary_size": "abc"], "not a count"),
         ]
         for lie in lies {

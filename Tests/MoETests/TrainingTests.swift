@@ -271,13 +271,13 @@ final class TrainingTests: XCTestCase {
                         testAccuracy: .nan, seconds: 1e-7),
             EpochRecord(epoch: 2, trainLoss: .leastNonzeroMagnitude, auxLoss: 0, trainAccuracy: 1, testAccuracy: 0.9514, seconds: 12345.678),
         ]
-        let decoded = Checkpoint.decodeHistory(Checkpoint.encodeHistory(history))
+        let decoded = try? Checkpoint.decodeHistory(Checkpoint.encodeHistory(history))
         XCTAssertNotNil(decoded)
         assertHistoriesEqual(decoded ?? [], history, includingSeconds: true, "encode → decode")
         XCTAssertEqual(Checkpoint.encodeHistory([]), "[]")
-        XCTAssertEqual(Checkpoint.decodeHistory("[]")?.count, 0)
-        XCTAssertNil(Checkpoint.decodeHistory("[[1,2,3]]"), "a row of 3 numbers is not an epoch record")
-        XCTAssertNil(Checkpoint.decodeHistory("not json"))
+        XCTAssertEqual((try? Checkpoint.decodeHistory("[]"))?.count, 0)
+        XCTAssertNil(try? Checkpoint.decodeHistory("[[1,2,3]]"), "a row of 3 numbers is not an epoch record")
+        XCTAssertNil(try? Checkpoint.decodeHistory("not json"))
     }
 
     // MARK: Checkpoints
@@ -442,8 +442,8 @@ final class TrainingTests: XCTestCase {
             XCTAssertEqual(trainer.epochsDone, 0, damage.what)
             XCTAssertEqual(trainer.optimizer.stepCount, 0, damage.what)
         }
-        XCTAssertNil(Checkpoint.decodeHistory("not json"))
-        XCTAssertNil(Checkpoint.decodeHistory("[[1, 2]]"), "a record has six numbers")
+        XCTAssertNil(try? Checkpoint.decodeHistory("not json"))
+        XCTAssertNil(try? Checkpoint.decodeHistory("[[1, 2]]"), "a record has six numbers")
     }
 
     // MARK: Routing report

@@ -148,8 +148,8 @@ public struct MNIST {
         }
         let file = display(url)
         let raw: [UInt8]
-        do { raw = [UInt8](try Data(contentsOf: url)) } catch {
-            throw DataError(file: file, problem: "cannot read: \(error.localizedDescription)")
+        do { raw = [UInt8](try InputFile.read(url)) } catch let e as InputFileError {
+            throw DataError(file: file, problem: e.problem)
         }
         guard Gzip.isGzip(raw) else { return (file, raw) }
         do { return (file, try Gzip.decompress(raw)) } catch {

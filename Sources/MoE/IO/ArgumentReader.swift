@@ -37,6 +37,15 @@ public struct ArgumentReader {
         return v
     }
 
+    /// The value that follows `flag`, which must not be empty: for paths, where
+    /// `--out ""` would otherwise mean the current folder and `--init ""` a
+    /// confusing error from Foundation.
+    public mutating func nonEmptyValue(_ flag: String) throws -> String {
+        let v = try value(flag)
+        guard !v.isEmpty else { throw UsageError("\(flag) needs a value, got an empty one") }
+        return v
+    }
+
     /// The value that follows `flag`, as an integer in `range`.
     public mutating func int(_ flag: String, _ range: ClosedRange<Int>) throws -> Int {
         let text = try value(flag)

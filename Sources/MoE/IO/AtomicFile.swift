@@ -68,8 +68,10 @@ public enum AtomicFile {
 
         // A hidden name that cannot collide with another writer: the process
         // id separates processes, the random suffix separates threads.
-        let temporaryPath = directory + "/." + target.lastPathComponent
-            + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let temporaryPrefix = "." + target.lastPathComponent + ".tmp-"
+        let temporaryPath = directory + "/" + temporaryPrefix
+            + "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        removeStaleTemporaryFiles(in: directory, prefix: temporaryPrefix)
 
         // O_EXCL: fail rather than follow a file (or symlink) that is already there.
         let fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL, 0o644)
@@ -104,6 +106,22 @@ public enum AtomicFile {
         if directoryFD >= 0 {
             _ = fsync(directoryFD)
             close(directoryFD)
+        }
+    }
+
+    /// A writer killed between creating its temporary file and renaming it
+    /// (kill -9, power loss) leaves `.NAME.tmp-PID-RANDOM` behind. The next
+    /// write of the same NAME removes those whose process no longer exists
+    /// (`kill(pid, 0)` fails with ESRCH); a live writer's file is left alone, and
+    /// so is anything not named exactly like ours. Best effort: errors are ignored.
+    static func removeStaleTemporaryFiles(in directory: String, prefix: String) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            let parts = name.dropFirst(prefix.count).split(separator: "-", omittingEmptySubsequences: false)
+            guard parts.count == 2, let pid = Int32(parts[0]), pid > 0, UInt32(parts[1]) != nil else { continue }
+            if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
+                unlink(directory + "/" + name)
+            }
         }
     }
 

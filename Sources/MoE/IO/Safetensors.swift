@@ -180,15 +180,10 @@ public enum Safetensors {
     /// - Throws: `SafetensorsError` (prefixed with the path) if the file cannot
     ///   be read or is not a valid F32 safetensors file.
     public static func read(from url: URL) throws -> SafetensorsFile {
-        guard FileManager.default.fileExists(atPath: url.path) else {
-            throw SafetensorsError(source: url.path, problem: "no such file")
-        }
+        // A regular file only: a folder, /dev/zero or a pipe gets its own message (InputFile).
         let bytes: Data
-        do {
-            bytes = try Data(contentsOf: url, options: .mappedIfSafe)
-        } catch {
-            let reason = error.localizedDescription.split(whereSeparator: \.isNewline).joined(separator: " ")
-            throw SafetensorsError(source: url.path, problem: "cannot read file (\(reason))")
+        do { bytes = try InputFile.read(url, mapped: true) } catch let e as InputFileError {
+            throw SafetensorsError(source: url.path, problem: e.problem)
         }
         return try decode(bytes, source: url.path)
     }

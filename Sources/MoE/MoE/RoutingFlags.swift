@@ -40,11 +40,11 @@ public struct RoutingFlags {
         }
         switch flag {
         case "--top-k":
-            let k = try args.int(flag, 1...1024)
+            let k = try args.int(flag, RoutingSetup.Limits.k)
             topK = k
             record("\(k)") { $0.k = k }
         case "--aux-weight":
-            let alpha = try args.float(flag, 0...100)
+            let alpha = try args.float(flag, RoutingSetup.Limits.auxWeight)
             record("\(alpha)") { $0.auxWeight = alpha }
         case "--router":
             let router = try args.value(flag)
@@ -67,8 +67,8 @@ public struct RoutingFlags {
             record(text) { $0.gateNoise = noise }
         case "--gate-bias": record(nil) { $0.gateBias = true }
         case "--no-gate-bias": record(nil) { $0.gateBias = false }
-        case "--temperature": temperatureStart = try args.float(flag, 0.01...100)
-        case "--temperature-end": temperatureEnd = try args.float(flag, 0.01...100)
+        case "--temperature": temperatureStart = try args.float(flag, RoutingSetup.Limits.temperature)
+        case "--temperature-end": temperatureEnd = try args.float(flag, RoutingSetup.Limits.temperature)
         case "--temperature-schedule":
             let text = try args.value(flag)
             guard let shape = TemperatureSchedule.Shape(rawValue: text), shape != .constant else {
@@ -76,10 +76,10 @@ public struct RoutingFlags {
             }
             temperatureShape = shape
         case "--expert-dropout":
-            let p = try args.float(flag, 0...0.99)
+            let p = try args.float(flag, RoutingSetup.Limits.expertDropout)
             record("\(p)") { $0.expertDropout = p }
         case "--capacity":
-            let factor = Double(try args.float(flag, 0.01...1000))
+            let factor = Double(try args.float(flag, RoutingSetup.Limits.capacityFactor))
             record("\(factor)") { $0.capacityFactor = factor }
         case "--overflow":
             let text = try args.value(flag)
@@ -88,33 +88,35 @@ public struct RoutingFlags {
             }
             record(text) { $0.overflow = policy }
         case "--shared-experts":
-            let n = try args.int(flag, 0...64)
+            let n = try args.int(flag, RoutingSetup.Limits.sharedExperts)
             record("\(n)") { $0.sharedExperts = n }
         case "--balance":
             let text = try args.value(flag)
-            let list = text == "none" ? [] : text.split(separator: ",").map(String.init)
+            // Empty items count: "" and "switch," are mistakes, not "none" or "switch".
+            let list = text == "none" ? [] : text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
             for m in list where !RoutingSetup.balancingMethods.contains(m) {
-                throw bad("--balance: '\(m)' is not one of switch, cv2, z, bias (or none)")
+                throw bad(m.isEmpty ? "--balance: '\(text)' has an empty method (expected a comma list of switch, cv2, z, bias, or none)"
+                                    : "--balance: '\(m)' is not one of switch, cv2, z, bias (or none)")
             }
             guard Set(list).count == list.count else { throw bad("--balance lists a method twice: '\(text)'") }
             record(text) { $0.balancing = list }
         case "--z-weight":
-            let w = try args.float(flag, 0...100)
+            let w = try args.float(flag, RoutingSetup.Limits.zWeight)
             record("\(w)") { $0.zWeight = w }
         case "--bias-rate":
-            let u = try args.float(flag, 0...1)
+            let u = try args.float(flag, RoutingSetup.Limits.biasRate)
             record("\(u)") { $0.biasRate = u }
         case "--groups":
-            let g = try args.int(flag, 1...1024)
+            let g = try args.int(flag, RoutingSetup.Limits.groups)
             record("\(g)") { $0.groups = g }
         case "--top-groups":
-            let m = try args.int(flag, 1...1024)
+            let m = try args.int(flag, RoutingSetup.Limits.groups)
             record("\(m)") { $0.topGroups = m }
         case "--routed-scaling":
-            let scale = try args.float(flag, 0.001...1000)
+            let scale = try args.float(flag, RoutingSetup.Limits.routedScaling)
             record("\(scale)") { $0.routedScaling = scale }
         case "--expert-choice-factor":
-            let factor = Double(try args.float(flag, 0.01...1000))
+            let factor = Double(try args.float(flag, RoutingSetup.Limits.expertChoiceFactor))
             record("\(factor)") { $0.expertChoiceFactor = factor }
         default:
             return false

@@ -84,23 +84,68 @@ public struct RoutingSetup: Equatable {
     /// Whether the router built from these settings adds learned gate noise.
     public var usesGateNoise: Bool { gateNoise == .learned && (router == "topk" || router == "switch") }
 
-    /// Checks the settings against the layer's expert count; the message names
-    /// the setting by its command-line flag, which is how users meet it.
+    /// The ranges every setting must lie in. The command line (RoutingFlags)
+    /// reads its flags against these, and `validate` checks them again, so a
+    /// setting that comes from a file (a GPT checkpoint's "routing") meets the
+    /// same bounds as one typed on the command line.
+    public enum Limits {
+        public static let k: ClosedRange<Int> = 1...1024
+        public static let temperature: ClosedRange<Float> = 0.01...100
+        public static let expertDropout: ClosedRange<Float> = 0...0.99
+        public static let capacityFactor: ClosedRange<Float> = 0.01...1000
+        public static let sharedExperts: ClosedRange<Int> = 0...64
+        public static let auxWeight: ClosedRange<Float> = 0...100
+        public static let zWeight: ClosedRange<Float> = 0...100
+        public static let biasRate: ClosedRange<Float> = 0...1
+        public static let groups: ClosedRange<Int> = 1...1024
+        public static let routedScaling: ClosedRange<Float> = 0.001...1000
+        public static let expertChoiceFactor: ClosedRange<Float> = 0.01...1000
+    }
+
+    /// Checks every setting (its range, and against the layer's expert count).
+    /// The error names the setting by its command-line flag, which is how users
+    /// meet it, and by its field in a checkpoint's "routing" JSON.
     public func validate(experts: Int) throws {
-        func bad(_ message: String) -> RoutingSetupError { RoutingSetupError(message: message) }
+        func bad(_ flag: String, _ field: String, _ problem: String) -> RoutingSetupError {
+            RoutingSetupError(flag: flag, field: field, problem: problem)
+        }
+        func check<T: Comparable>(_ value: T, _ range: ClosedRange<T>, _ flag: String, _ field: String) throws {
+            // `range.contains` is false for NaN, so a NaN from a file is rejected too.
+            guard range.contains(value) else {
+                throw bad(flag, field, "must be in \(range.lowerBound)...\(range.upperBound), got \(value)")
+            }
+        }
         guard RoutingSetup.routers.contains(router) else {
-            throw bad("--router must be one of \(RoutingSetup.routers.joined(separator: ", ")), got '\(router)'")
+            throw bad("--router", "router", "must be one of \(RoutingSetup.routers.joined(separator: ", ")), got '\(router)'")
         }
         for m in balancing where !RoutingSetup.balancingMethods.contains(m) {
-            throw bad("--balance: each method must be one of \(RoutingSetup.balancingMethods.joined(separator: ", ")), got '\(m)'")
+            throw bad("--balance", "balancing", "each method must be one of \(RoutingSetup.balancingMethods.joined(separator: ", ")), got '\(m)'")
         }
-        guard k >= 1 && k <= experts else { throw bad("--top-k \(k) must be between 1 and the \(experts) experts") }
+        guard Set(balancing).count == balancing.count else {
+            throw bad("--balance", "balancing", "lists a method twice: \(balancing.joined(separator: ","))")
+        }
+        guard k >= 1 && k <= experts else { throw bad("--top-k", "k", "\(k) must be between 1 and the \(experts) experts") }
+        try check(temperature.start, Limits.temperature, "--temperature", "temperature")
+        try check(temperature.end, Limits.temperature, "--temperature-end", "temperature")
+        try check(expertDropout, Limits.expertDropout, "--expert-dropout", "expert_dropout")
+        if let c = capacityFactor {
+            // As a Float, the flag's type (1e300 becomes inf, out of range).
+            try check(Float(c), Limits.capacityFactor, "--capacity", "capacity_factor")
+        }
+        try check(sharedExperts, Limits.sharedExperts, "--shared-experts", "shared_experts")
+        try check(auxWeight, Limits.auxWeight, "--aux-weight", "aux_weight")
+        try check(zWeight, Limits.zWeight, "--z-weight", "z_weight")
+        try check(biasRate, Limits.biasRate, "--bias-rate", "bias_rate")
+        try check(groups, Limits.groups, "--groups", "groups")
+        try check(topGroups, Limits.groups, "--top-groups", "top_groups")
+        try check(routedScaling, Limits.routedScaling, "--routed-scaling", "routed_scaling")
+        try check(Float(expertChoiceFactor), Limits.expertChoiceFactor, "--expert-choice-factor", "expert_choice_factor")
         if router == "deepseek" {
-            guard groups >= 1 && experts % groups == 0 else {
-                throw bad("--groups \(groups) must divide the \(experts) experts")
+            guard experts % groups == 0 else {
+                throw bad("--groups", "groups", "\(groups) must divide the \(experts) experts")
             }
-            guard topGroups >= 1 && topGroups <= groups && topGroups * (experts / groups) >= k else {
-                throw bad("--top-groups \(topGroups) must be in 1...\(groups) and keep at least k = \(k) experts")
+            guard topGroups <= groups && topGroups * (experts / groups) >= k else {
+                throw bad("--top-groups", "top_groups", "\(topGroups) must be in 1...\(groups) and keep at least k = \(k) experts")
             }
         }
     }
@@ -170,7 +215,22 @@ public struct RoutingSetup: Equatable {
     }
 }
 
+/// A routing setting out of range: `description` names the command-line flag
+/// ("--expert-dropout must be in 0...0.99, got 5.0"); `field` is its key in a
+/// checkpoint's "routing" JSON, for errors about a file.
 public struct RoutingSetupError: Error, CustomStringConvertible {
     public let message: String
+    public var field: String? = nil
+    /// The problem without the flag ("must be in 0...0.99, got 5.0").
+    public var problem: String
+
+    public init(message: String) { self.message = message; problem = message }
+    public init(flag: String, field: String, problem: String) {
+        message = "\(flag) \(problem)"
+        self.field = field
+        self.problem = problem
+    }
     public var description: String { message }
+    /// How a file's error reads it: `field "expert_dropout" must be in 0...0.99, got 5.0`.
+    public var fileDescription: String { field.map { "field \"\($0)\" \(problem)" } ?? message }
 }

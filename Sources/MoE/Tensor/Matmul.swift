@@ -134,6 +134,19 @@ enum Gemm {
     /// slower when its 4-MFLOP products were split too.
     static let parallelThreshold = 1 << 24
 
+    /// How `multiply` shared a product between threads.
+    enum Split: Equatable {
+        case serial                   // one thread (or one strip)
+        case transposed               // Aᵀ·B with few columns, one thread: Cᵀ = Bᵀ·A
+        case columns(strips: Int)     // strips of column tiles
+        case rows(strips: Int)        // strips of row tiles
+    }
+
+    /// A hook for tests: when set, `multiply` reports each split it chooses, so a
+    /// test can check that the branch it means to test really ran. nil (always,
+    /// outside tests) costs one load per product.
+    nonisolated(unsafe) static var splitObserver: ((Split) -> Void)? = nil
+
     /// C[M,N] (+)= A[M,K] · B[K,N] with A and B given by strides and C row-major
     /// with leading dimension `ldc`.
     static func multiply(m: Int, n: Int, k: Int, a: StridedMatrix, b: StridedMatrix,
@@ -165,6 +178,7 @@ enum Gemm {
                 packedTransposeB = bt
                 b = StridedMatrix(base: bt, rowStride: 1, colStride: k)
             } else if threads == 1 {
+                splitObserver?(.transposed)
                 transposedProduct(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: accumulate)
                 return
             }
@@ -181,10 +195,12 @@ enum Gemm {
         let columnTiles = (n + nr - 1) / nr, rowTiles = (m + mr - 1) / mr
         let strips = min(threads, max(columnTiles, rowTiles))
         if strips <= 1 {
+            splitObserver?(.serial)
             kernel(m, n, k, a, b, c, ldc, accumulate)
             return
         }
         let byColumns = columnTiles >= rowTiles || columnTiles >= strips
+        splitObserver?(byColumns ? .columns(strips: strips) : .rows(strips: strips))
         Parallel.forEach(strips, threads: strips) { s in
             if byColumns {
                 let j0 = (columnTiles * s / strips) * nr, j1 = min(n, (columnTiles * (s + 1) / strips) * nr)

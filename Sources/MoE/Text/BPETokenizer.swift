@@ -15,12 +15,20 @@
 // frequent pairs would glue words to their neighbours ("e t" across "the tree")
 // and the vocabulary would fill with fragments of phrases. Bytes ≥ 0x80 count
 // as letters, so the bytes of a UTF-8 character stay in one chunk.
+// A run longer than `maxChunk` (64) bytes is cut into pieces of at most 64:
+// ordinary text never has one (Tiny Shakespeare's longest chunk is 16 bytes,
+// these notes' 54), but a text without spaces, or one long line of digits,
+// would otherwise be a single chunk, and both training and encoding cost grow
+// with the square of a chunk's length (each merge rescans the chunk). With the
+// cap, no token is longer than 64 bytes, which also bounds what a saved
+// tokenizer may hold.
 //
 // Training cost. Recounting every pair for each of ~10,000 merges over a 1 MB
 // corpus would be ~10¹⁰ steps. Instead: count each distinct chunk once (with
 // its frequency; Tiny Shakespeare has ~25,000), keep the pair counts and, per
 // pair, the chunks that contain it; a merge then touches only those chunks,
-// and a max-heap with lazy deletion finds the next most frequent pair.
+// and within each only the pairs next to a replacement, and a max-heap with
+// lazy deletion finds the next most frequent pair.
 // Ties go to the pair with the smaller ids, so training is deterministic.
 // Notebooks/part4-gpt.md, §7.
 import Foundation
@@ -46,13 +54,28 @@ public struct BPETokenizer: Tokenizer {
     }
 
     /// Rebuilds a saved tokenizer. Merge i may only combine tokens that exist
-    /// before it (ids < 256 + i).
-    public init(merges: [[Int]], source: String) throws {
+    /// before it (ids < 256 + i), and no token may be longer than `maxChunk`
+    /// bytes (training never makes one). The lengths are checked before any
+    /// piece is built, so merges that double in length cannot make gigabytes of
+    /// pieces; `expectedVocabularySize`, when given, is checked first of all.
+    public init(merges: [[Int]], source: String, expectedVocabularySize: Int? = nil) throws {
+        if let v = expectedVocabularySize, v != 256 + merges.count {
+            throw TextError(file: source, problem: "bpe tokenizer has \(256 + merges.count) tokens (256 bytes + \(merges.count) merges), "
+                            + "the model \(v)")
+        }
         var list: [(left: Int, right: Int)] = []
+        var length = [Int](repeating: 1, count: 256)
+        length.reserveCapacity(256 + merges.count)
         for (i, pair) in merges.enumerated() {
             guard pair.count == 2, pair.allSatisfy({ $0 >= 0 && $0 < 256 + i }) else {
                 throw TextError(file: source, problem: "bpe merge \(i) is \(pair), expected two ids below \(256 + i)")
             }
+            let bytes = length[pair[0]] + length[pair[1]]
+            guard bytes <= BPETokenizer.maxChunk else {
+                throw TextError(file: source, problem: "bpe merge \(i) makes a token of \(bytes) bytes, "
+                                + "longer than the \(BPETokenizer.maxChunk) a chunk may have")
+            }
+            length.append(bytes)
             list.append((pair[0], pair[1]))
         }
         self.init(validMerges: list)
@@ -77,7 +100,8 @@ public struct BPETokenizer: Tokenizer {
 
     /// Chunk by chunk, replaying the merges; repeated chunks (most words) are
     /// encoded once and looked up after that.
-    /// - Complexity: O(n) chunk lookups plus, per distinct chunk of length m, O(m²).
+    /// - Complexity: O(n) chunk lookups plus, per distinct chunk of length m ≤ 64, O(m²) integer
+    ///   compares and O(m) dictionary lookups.
     public func encode(bytes: [UInt8]) -> [Int] {
         var out: [Int] = []
         out.reserveCapacity(bytes.count / 2)
@@ -95,15 +119,35 @@ public struct BPETokenizer: Tokenizer {
     /// Within one chunk: while some adjacent pair has a merge, apply the one
     /// learned first (lowest rank) everywhere in the chunk. This replays
     /// training's order, so a chunk seen in training splits as it did there.
+    ///
+    /// The rank of every adjacent pair is looked up once; after a merge only the
+    /// pairs next to a new token are looked up again (the others are copied), so
+    /// a pass costs the chunk's length in integer compares plus a lookup per
+    /// replacement.
     func encodeChunk(_ chunk: ArraySlice<UInt8>) -> [Int] {
         var ids = chunk.map(Int.init)
-        while ids.count >= 2 {
-            var best = Int.max
-            for i in 0..<(ids.count - 1) {
-                if let r = ranks[BPETokenizer.key(ids[i], ids[i + 1])], r < best { best = r }
+        guard ids.count >= 2 else { return ids }
+        func rank(_ a: Int, _ b: Int) -> Int { ranks[BPETokenizer.key(a, b)] ?? Int.max }
+        var pairRanks = (0..<(ids.count - 1)).map { rank(ids[$0], ids[$0 + 1]) }   // rank of (ids[i], ids[i+1])
+        while let best = pairRanks.min(), best != Int.max {
+            // Ranks are unique per pair, so rank == best finds exactly the pair merges[best].
+            var out: [Int] = [], outRanks: [Int] = []
+            out.reserveCapacity(ids.count)
+            outRanks.reserveCapacity(pairRanks.count)
+            var i = 0
+            var previousMerged = false
+            while i < ids.count {
+                let merged = i + 1 < ids.count && pairRanks[i] == best
+                out.append(merged ? 256 + best : ids[i])
+                if out.count >= 2 {
+                    // Two tokens that were neighbours before keep their pair's rank.
+                    outRanks.append(merged || previousMerged ? rank(out[out.count - 2], out[out.count - 1]) : pairRanks[i - 1])
+                }
+                previousMerged = merged
+                i += merged ? 2 : 1
             }
-            if best == Int.max { break }
-            ids = BPETokenizer.merge(ids, merges[best], into: 256 + best)
+            ids = out
+            pairRanks = outRanks
         }
         return ids
     }
@@ -157,9 +201,13 @@ public struct BPETokenizer: Tokenizer {
         }
     }
 
+    /// The longest chunk, in bytes: longer runs are cut into pieces this long
+    /// (the last one shorter). See the file's comment for why.
+    static let maxChunk = 64
+
     /// The chunks of `bytes`, in order, covering every byte exactly once:
     /// " ?letters+", " ?digits+", " ?punctuation+", or whitespace+ (leaving the
-    /// last space of a run to the word that follows it).
+    /// last space of a run to the word that follows it), none longer than `maxChunk`.
     static func chunks(_ bytes: [UInt8]) -> [Range<Int>] {
         var out: [Range<Int>] = []
         let n = bytes.count
@@ -175,7 +223,13 @@ public struct BPETokenizer: Tokenizer {
             } else {
                 while i < n && byteClass(bytes[i]) == c { i += 1 }
             }
-            out.append(start..<i)
+            // A run past the cap becomes pieces of `maxChunk` bytes.
+            var piece = start
+            while i - piece > maxChunk {
+                out.append(piece..<(piece + maxChunk))
+                piece += maxChunk
+            }
+            out.append(piece..<i)
         }
         return out
     }
@@ -217,15 +271,30 @@ public struct BPETokenizer: Tokenizer {
             var delta: [UInt64: Int] = [:]
             for w in Set(containing.removeValue(forKey: top.key) ?? []).sorted() {
                 let old = words[w]
+                // Where the pair is replaced: left to right, without overlaps, as `merge` does.
+                var starts: [Int] = []
+                var i = 0
+                while i + 1 < old.count {
+                    if old[i] == pair.left && old[i + 1] == pair.right { starts.append(i); i += 2 } else { i += 1 }
+                }
+                if starts.isEmpty { continue }   // listed, but the pair was merged away already
                 let new = merge(old, pair, into: id)
-                if new.count == old.count { continue }   // listed, but the pair was merged away already
                 let f = frequency[w]
-                for i in 0..<(old.count - 1) { delta[key(old[i], old[i + 1]), default: 0] -= f }
-                for i in 0..<max(new.count - 1, 0) {
-                    let k = key(new[i], new[i + 1])
+                // Only the pairs that touch a replacement change: old pairs p−1, p, p+1
+                // around each start p go, new pairs with the new id come. The rest of
+                // the chunk is untouched, so a merge costs its occurrences, not the
+                // chunk's length (the same counts as recounting the whole chunk).
+                var last = -1   // the last old pair subtracted, so none goes twice
+                for p in starts {
+                    for j in max(p - 1, last + 1)...min(p + 1, old.count - 2) where j >= 0 {
+                        delta[key(old[j], old[j + 1]), default: 0] -= f
+                        last = j
+                    }
+                }
+                for q in 0..<max(new.count - 1, 0) where new[q] == id || new[q + 1] == id {
+                    let k = key(new[q], new[q + 1])
                     delta[k, default: 0] += f
-                    // Pairs without the new id were adjacent before too: already listed.
-                    if new[i] == id || new[i + 1] == id { containing[k, default: []].append(w) }
+                    containing[k, default: []].append(w)   // pairs without the new id were listed already
                 }
                 words[w] = new
             }

@@ -22,9 +22,8 @@ public enum TextCorpus {
     /// - Throws: `TextError` naming the file when it is missing, unreadable or empty.
     public static func load(_ url: URL) throws -> (text: String, replacements: Int) {
         let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            let missing = !FileManager.default.fileExists(atPath: url.path)
-            throw TextError(file: url.path, problem: missing ? "no such file" : "cannot read: \(error.localizedDescription)")
+        do { data = try InputFile.read(url) } catch let e as InputFileError {
+            throw TextError(file: url.path, problem: e.problem)
         }
         guard !data.isEmpty else { throw TextError(file: url.path, problem: "is empty") }
         let text = String(decoding: data, as: UTF8.self)

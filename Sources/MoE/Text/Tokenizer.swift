@@ -30,8 +30,9 @@ public protocol Tokenizer {
 
 /// Reading a saved tokenizer.
 public enum TokenizerFile {
-    /// A tokenizer from the JSON text of `serialized()`. `source` names the file in errors.
-    public static func decode(_ text: String, source: String) throws -> Tokenizer {
+    /// A tokenizer from the JSON text of `serialized()`. `source` names the file in errors;
+    /// `expectedVocabularySize` (a model's) is compared before anything is built.
+    public static func decode(_ text: String, source: String, expectedVocabularySize: Int? = nil) throws -> Tokenizer {
         func fail(_ problem: String) -> Error { TextError(file: source, problem: problem) }
         guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
               let kind = object["kind"] as? String else {
@@ -45,10 +46,13 @@ public enum TokenizerFile {
                 guard s.unicodeScalars.count == 1 else { throw fail("char tokenizer symbol '\(s)' is not one Unicode scalar") }
                 scalars.append(s.unicodeScalars.first!)
             }
+            if let v = expectedVocabularySize, v != scalars.count + 1 {
+                throw fail("char tokenizer has \(scalars.count + 1) tokens (\(scalars.count) symbols + unknown), the model \(v)")
+            }
             return try CharTokenizer(symbols: scalars, source: source)
         case "bpe":
             guard let pairs = object["merges"] as? [[Int]] else { throw fail("bpe tokenizer without \"merges\"") }
-            return try BPETokenizer(merges: pairs, source: source)
+            return try BPETokenizer(merges: pairs, source: source, expectedVocabularySize: expectedVocabularySize)
         default:
             throw fail("unknown tokenizer kind '\(kind)' (expected char or bpe)")
         }

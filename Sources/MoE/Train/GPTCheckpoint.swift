@@ -46,35 +46,70 @@ public enum GPTCheckpoint {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// The settings `encode` wrote, or nil if the text is not such an object.
-    static func decodeRouting(_ text: String) -> RoutingSetup? {
-        guard let o = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
-        func float(_ key: String) -> Float? { (o[key] as? String).flatMap(Float.init) }
-        guard let router = o["router"] as? String, let k = o["k"] as? Int, let renormalize = o["renormalize"] as? Bool,
-              let order = (o["order"] as? String).flatMap(TopKGating.Order.init(rawValue:)),
-              let t = o["temperature"] as? [String], t.count == 3, let start = Float(t[0]), let end = Float(t[1]),
-              let shape = TemperatureSchedule.Shape(rawValue: t[2]),
-              let dropout = float("expert_dropout"), let capacity = o["capacity_factor"] as? String,
-              let overflow = (o["overflow"] as? String).flatMap(Capacity.Overflow.init(rawValue:)),
-              let shared = o["shared_experts"] as? Int, let balancing = o["balancing"] as? [String],
-              let aux = float("aux_weight"), let z = float("z_weight"), let bias = float("bias_rate"),
-              let groups = o["groups"] as? Int, let topGroups = o["top_groups"] as? Int,
-              let scaling = float("routed_scaling"), let choice = (o["expert_choice_factor"] as? String).flatMap(Double.init)
-        else { return nil }
+    /// The settings `encode` wrote. Throws a problem that names the field
+    /// ("field \"k\" is missing or not an integer"); the caller adds the file.
+    /// Only the form is checked here; `RoutingSetup.validate` checks the values.
+    static func decodeRouting(_ text: String) throws -> RoutingSetup {
+        struct Problem: Error, CustomStringConvertible { let description: String }
+        guard let o = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw Problem(description: "is not a JSON object")
+        }
+        func missing(_ key: String, _ what: String) -> Problem { Problem(description: "field \"\(key)\" is missing or not \(what)") }
+        func string(_ key: String) throws -> String {
+            guard let v = o[key] as? String else { throw missing(key, "a string") }
+            return v
+        }
+        func int(_ key: String) throws -> Int {
+            // JSONSerialization gives an NSNumber, and 2.5 may cast to Int too: compare back.
+            guard let v = o[key] as? Int, (o[key] as? Double).map({ $0 == Double(v) }) ?? true else {
+                throw missing(key, "an integer")
+            }
+            return v
+        }
+        func number<T: LosslessStringConvertible>(_ key: String, _ text: String) throws -> T {
+            guard let v = T(text) else { throw missing(key, "a number written as text") }
+            return v
+        }
         // Checkpoints written before the gate settings existed had a biased, noiseless gate.
         var r = RoutingSetup.gptDefault
-        if let text = o["gate_noise"] as? String {
-            guard let noise = TopKGating.Noise(rawValue: text) else { return nil }
+        if let text = o["gate_noise"] {
+            guard let name = text as? String, let noise = TopKGating.Noise(rawValue: name) else {
+                throw missing("gate_noise", "learned or none")
+            }
             r.gateNoise = noise
         }
-        if let b = o["gate_bias"] { guard let bias = b as? Bool else { return nil }; r.gateBias = bias }
-        r.router = router; r.k = k; r.renormalize = renormalize; r.order = order
+        if let b = o["gate_bias"] {
+            guard let bias = b as? Bool else { throw missing("gate_bias", "true or false") }
+            r.gateBias = bias
+        }
+        r.router = try string("router")
+        r.k = try int("k")
+        guard let renormalize = o["renormalize"] as? Bool else { throw missing("renormalize", "true or false") }
+        r.renormalize = renormalize
+        guard let order = TopKGating.Order(rawValue: try string("order")) else { throw missing("order", "softmax-topk or topk-softmax") }
+        r.order = order
+        guard let t = o["temperature"] as? [String], t.count == 3, let start = Float(t[0]), let end = Float(t[1]),
+              let shape = TemperatureSchedule.Shape(rawValue: t[2]) else {
+            throw missing("temperature", "[start, end, shape]")
+        }
         r.temperature = TemperatureSchedule(start: start, end: end, shape: shape)
-        r.expertDropout = dropout
-        if capacity != "none" { guard let c = Double(capacity) else { return nil }; r.capacityFactor = c }
-        r.overflow = overflow; r.sharedExperts = shared; r.balancing = balancing
-        r.auxWeight = aux; r.zWeight = z; r.biasRate = bias
-        r.groups = groups; r.topGroups = topGroups; r.routedScaling = scaling; r.expertChoiceFactor = choice
+        r.expertDropout = try number("expert_dropout", try string("expert_dropout"))
+        let capacity = try string("capacity_factor")
+        r.capacityFactor = capacity == "none" ? nil : try number("capacity_factor", capacity) as Double
+        guard let overflow = Capacity.Overflow(rawValue: try string("overflow")) else {
+            throw missing("overflow", "token-order, score or choice-order")
+        }
+        r.overflow = overflow
+        r.sharedExperts = try int("shared_experts")
+        guard let balancing = o["balancing"] as? [String] else { throw missing("balancing", "a list of strings") }
+        r.balancing = balancing
+        r.auxWeight = try number("aux_weight", try string("aux_weight"))
+        r.zWeight = try number("z_weight", try string("z_weight"))
+        r.biasRate = try number("bias_rate", try string("bias_rate"))
+        r.groups = try int("groups")
+        r.topGroups = try int("top_groups")
+        r.routedScaling = try number("routed_scaling", try string("routed_scaling"))
+        r.expertChoiceFactor = try number("expert_choice_factor", try string("expert_choice_factor"))
         return r
     }
 
@@ -97,16 +132,22 @@ public enum GPTCheckpoint {
         guard layers.allSatisfy({ $0 != nil && $0! >= 0 && $0! < c.layers }) else { throw fail("metadata \"moe_layers\" is not a list of block indices") }
         c.moeLayers = layers.map { $0! }
         guard let tie = m["tie_weights"].flatMap(Bool.init) else { throw fail("metadata \"tie_weights\" is missing") }
-        guard let routing = m["routing"].flatMap(decodeRouting), let seed = m["router_seed"].flatMap(UInt64.init) else {
-            throw fail("metadata \"routing\" or \"router_seed\" is missing or not readable")
+        guard let routingText = m["routing"] else { throw fail("metadata \"routing\" is missing") }
+        let routing: RoutingSetup
+        do { routing = try decodeRouting(routingText) } catch { throw fail("metadata \"routing\": \(error)") }
+        guard let seed = m["router_seed"].flatMap(UInt64.init) else {
+            throw fail("metadata \"router_seed\" is missing or not a non-negative integer")
         }
         c.tieWeights = tie; c.routing = routing; c.routerSeed = seed
         guard c.vocabularySize > 0, c.contextLength > 0, c.layers > 0, c.heads > 0, c.width % c.heads == 0,
               c.hidden > 0, c.experts >= 1 else {
             throw fail("metadata describes an impossible model: \(c)")
         }
-        if !c.moeLayers.isEmpty {
-            do { try c.routing.validate(experts: c.experts) } catch { throw fail("metadata \"routing\": \(error)") }
+        // The same checks as the command line's (RoutingSetup.validate), before
+        // any layer is built: a layer's initialiser would stop on what they reject.
+        // A dense model's routing is checked too: a damaged file is not accepted in silence.
+        do { try c.routing.validate(experts: c.experts) } catch let e as RoutingSetupError {
+            throw fail("metadata \"routing\": \(e.fileDescription)")
         }
         // The metadata says how big a model to build; the tensors say how big a
         // model the file holds. Check them against each other *before* building,
@@ -132,13 +173,13 @@ public enum GPTCheckpoint {
             }
         }
         guard let text = m["tokenizer"] else { throw fail("metadata has no \"tokenizer\"") }
-        let tokenizer = try TokenizerFile.decode(text, source: url.path)
+        let tokenizer = try TokenizerFile.decode(text, source: url.path, expectedVocabularySize: c.vocabularySize)
         guard tokenizer.vocabularySize == c.vocabularySize else {
             throw fail("tokenizer has \(tokenizer.vocabularySize) tokens, the model \(c.vocabularySize)")
         }
         var rng = Xoshiro256(seed: 0)   // every value is overwritten by the file
         let model = GPT(config: c, rng: &rng)
-        try Checkpoint.load(model.namedParameters, from: file)
+        try Checkpoint.load(model.namedParameters, from: file, url: url)
         for (name, current) in model.namedBuffers where file.order.contains(name) {
             try model.restoreBuffer(named: name, value: try file.tensor(name, shape: current.shape))
         }

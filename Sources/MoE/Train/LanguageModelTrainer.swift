@@ -152,6 +152,7 @@ public final class LanguageModelTrainer {
     static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
 
     /// One training step on the given windows; returns the cross-entropy, Σ α·aux and the timing.
+    /// When either is not finite, nothing is updated (the step stops after the forward pass).
     public func trainStep(inputs: [Int], targets: [Int]) -> (loss: Double, weightedAux: Double, timing: StepTiming) {
         var timing = StepTiming()
         let batch = inputs.count / train.context
@@ -162,6 +163,7 @@ public final class LanguageModelTrainer {
         let aux = model.weightedAuxiliaryLoss
         var t1 = Self.now()
         timing.forward = t1 - t0
+        if !ce.loss.isFinite || !aux.isFinite { return (ce.loss, aux, timing) }
         t0 = t1
         model.zeroGrad()
         model.backward(ce.gradient)
@@ -203,7 +205,15 @@ public final class LanguageModelTrainer {
     }
 
     /// Why `run` returned.
-    public enum StopReason: Equatable { case finished, earlyStopped }
+    public enum StopReason: Equatable {
+        case finished, earlyStopped
+        /// A step's loss was NaN or ∞; `nonFiniteLoss` says where. The step's
+        /// update was not applied, and no evaluation after it can be a new best.
+        case nonFiniteLoss
+    }
+
+    /// Where the loss stopped being finite (epoch from 1, step of the run from 1), if it did.
+    public private(set) var nonFiniteLoss: (epoch: Int, step: Int, loss: Double)? = nil
 
     /// Trains until `plannedSteps` or early stopping.
     ///
@@ -231,6 +241,11 @@ public final class LanguageModelTrainer {
             position += slice.count
             let (x, y) = train.batch(slice)
             let result = trainStep(inputs: x, targets: y)
+            if !result.loss.isFinite || !result.weightedAux.isFinite {
+                // Epoch and step as a person counts them: the step that failed.
+                nonFiniteLoss = (step / stepsPerEpoch + 1, step + 1, result.loss.isFinite ? result.weightedAux : result.loss)
+                return .nonFiniteLoss
+            }
             step += 1
             totalTiming += result.timing
             stepTimings.append(result.timing)

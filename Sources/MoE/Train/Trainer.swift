@@ -94,6 +94,11 @@ public final class Trainer {
     /// Epochs finished so far.
     public var epochsDone = 0
     public var history: [EpochRecord] = []
+    /// Set when a batch's loss was not finite (NaN or ∞): training stopped
+    /// there, before that batch's update, and `trainEpoch` does nothing more.
+    /// The epoch is not counted and not added to the history, so whatever the
+    /// caller saves next would be from before it; mnist-moe saves nothing.
+    public private(set) var nonFiniteLoss: (epoch: Int, step: Int, loss: Double)? = nil
 
     public init(model: Classifier, config: TrainingConfig) {
         self.model = model
@@ -112,6 +117,10 @@ public final class Trainer {
     /// L_task + α·L_balance, aux the unweighted L_balance.
     public func trainEpoch(on data: LabeledImages,
                            onBatch: (Int, Int, Double, Double) -> Void = { _, _, _, _ in }) -> EpochRecord {
+        if let failed = nonFiniteLoss {   // nothing more to learn from a model that went NaN
+            return EpochRecord(epoch: failed.epoch, trainLoss: failed.loss, auxLoss: .nan, trainAccuracy: .nan,
+                               testAccuracy: .nan, seconds: 0)
+        }
         var order = Array(0..<data.count)
         if config.shuffle { rng.shuffle(&order) }
         let batches = (data.count + config.batchSize - 1) / config.batchSize
@@ -126,6 +135,14 @@ public final class Trainer {
             let (logits, aux, _) = model(x)                                        // [B, C], L_balance
             let ce = SoftmaxCrossEntropy.compute(logits: logits, labels: y)
             let loss = ce.loss + model.weightedAuxLoss                             // L_task + α·L_balance
+            // A non-finite loss (NaN weights from --init, a damaged optimiser
+            // state, a learning rate that diverged) would make every later
+            // update NaN too: stop before this batch's update.
+            if !ce.loss.isFinite || !aux.isFinite {
+                nonFiniteLoss = (epochsDone + 1, b + 1, ce.loss.isFinite ? model.auxLoss : ce.loss)
+                return EpochRecord(epoch: epochsDone + 1, trainLoss: ce.loss, auxLoss: model.auxLoss, trainAccuracy: .nan,
+                                   testAccuracy: .nan, seconds: seconds)
+            }
             model.backward(ce.gradient)                                            // adds α·∂aux itself
             optimizer.step()
             model.afterStep()
