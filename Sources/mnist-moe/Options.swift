@@ -102,7 +102,9 @@ struct Options {
             case "--no-download": o.download = false
             case "-h", "--help": o.help = true
             default:
-                guard try routingFlags.parse(flag, from: &args) else { throw UsageError("unknown option '\(flag)'") }
+                guard try routingFlags.parse(flag, from: &args) else {
+                    throw UsageError.unknownOption(flag, known: flags(inUsage: usage) + ["ablate"])
+                }
             }
         }
         routingFlags.finish()
@@ -111,6 +113,8 @@ struct Options {
             throw UsageError("--top-k \(o.topK) is more than --experts \(o.experts)")
         }
         do { try o.routing.validate(experts: o.experts) } catch { throw UsageError("\(error)") }
+        // A registered router reports its own k (a top-1 one: 1, whatever --top-k said).
+        o.routing = o.routing.resolvingRegisteredRouter(experts: o.experts, modelDim: o.hidden)
         if o.resume != nil && (o.routing.router == "noisy" || o.routing.expertDropout > 0) {
             throw UsageError("--resume cannot continue --router noisy or --expert-dropout exactly: their random draws are not saved in checkpoints")
         }

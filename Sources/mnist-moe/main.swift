@@ -9,15 +9,20 @@
 // SVG plots and checkpoints to --out. Notebooks/part3-mnist.md reads a run.
 import Foundation
 import MoE
+import Exercises
 
+/// One line on standard error and the exit status: 1 for a failed run; 2 for
+/// a usage error, which also says where the whole usage is (never prints it).
 func fail(_ message: String, usage: Bool = false, status: Int32 = 1) -> Never {
-    FileHandle.standardError.write(Data("mnist-moe: \(message)\n".utf8))
-    if usage { FileHandle.standardError.write(Data((Options.usage + "\n").utf8)) }
+    let line = usage ? UsageError.line(program: "mnist-moe", UsageError(message)) : "mnist-moe: \(message)"
+    FileHandle.standardError.write(Data((line + "\n").utf8))
     exit(status)
 }
 
 // MARK: - Options
 
+// The exercises' routers and your own become --router words (RouterRegistry.swift).
+ExerciseRouters.register()
 let options: Options
 do {
     options = try Options.parse(Array(CommandLine.arguments.dropFirst()))

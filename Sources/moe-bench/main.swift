@@ -45,15 +45,27 @@ if arguments.contains("--help") || arguments.contains("-h") {
     exit(0)
 }
 // --only matmul | --only step: one section (e.g. to profile a training step).
+// A usage error is one line, with a guess for a near miss (ArgumentReader.swift).
 var only: String? = nil
-if let i = arguments.firstIndex(of: "--only"), i + 1 < arguments.count, ["matmul", "step"].contains(arguments[i + 1]) {
-    only = arguments[i + 1]
-}
-for (i, a) in arguments.enumerated() where a != "--json" && a != "--only" && !(i > 0 && arguments[i - 1] == "--only" && only != nil) {
-    FileHandle.standardError.write("moe-bench: unknown argument '\(a)' (try --help)\n".data(using: .utf8)!)
+var json = false
+do {
+    var reader = ArgumentReader(arguments)
+    while let word = reader.next() {
+        switch word {
+        case "--json": json = true
+        case "--only":
+            let section = try reader.value(word)
+            guard ["matmul", "step"].contains(section) else {
+                throw UsageError("--only must be matmul or step, got '\(section)'")
+            }
+            only = section
+        default: throw UsageError.unknownOption(word, known: ["--json", "--only", "--help"])
+        }
+    }
+} catch {
+    FileHandle.standardError.write(Data((UsageError.line(program: "moe-bench", error) + "\n").utf8))
     exit(2)
 }
-let json = arguments.contains("--json")
 let allCores = ProcessInfo.processInfo.activeProcessorCount
 
 func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }

@@ -69,8 +69,8 @@ public struct RoutingSetup: Equatable {
     /// the setting by its command-line flag, which is how users meet it.
     public func validate(experts: Int) throws {
         func bad(_ message: String) -> RoutingSetupError { RoutingSetupError(message: message) }
-        guard RoutingSetup.routers.contains(router) else {
-            throw bad("--router must be one of \(RoutingSetup.routers.joined(separator: ", ")), got '\(router)'")
+        guard RouterRegistry.allNames.contains(router) else {
+            throw bad("--router must be one of \(RouterRegistry.allNames.joined(separator: ", ")), got '\(router)'")
         }
         for m in balancing where !RoutingSetup.balancingMethods.contains(m) {
             throw bad("--balance: each method must be one of \(RoutingSetup.balancingMethods.joined(separator: ", ")), got '\(m)'")
@@ -115,7 +115,9 @@ public struct RoutingSetup: Equatable {
             return DeepSeekV3Router(experts: experts, k: k, groups: groups, topGroups: topGroups,
                                     routedScaling: routedScaling)
         default:
-            preconditionFailure("RoutingSetup: unknown router '\(router)'")
+            // A router registered by the program (RouterRegistry.swift).
+            guard let entry = RouterRegistry.entry(router) else { preconditionFailure("RoutingSetup: unknown router '\(router)'") }
+            return entry.make(RouterRequest(experts: experts, k: k, modelDim: modelDim, seed: seed))
         }
     }
 
