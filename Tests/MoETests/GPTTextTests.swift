@@ -104,7 +104,7 @@ final class GPTTextTests: XCTestCase {
         let ids = bpe.encode(text)   // the whole play, most of it unseen in training
         XCTAssertEqual(bpe.decode(ids), text)
         let bytesPerToken = Double(text.utf8.count) / Double(ids.count)
-        print("BPE 1000 trained on 100k characters: \(ids.count) tokens for \(text.utf8.count) bytes, \(bytesPerToken) bytes/token")
+        note("BPE 1000 trained on 100k characters: \(ids.count) tokens for \(text.utf8.count) bytes, \(bytesPerToken) bytes/token")
         // Whole common words become single tokens; 1,000 tokens should at least halve the length.
         XCTAssertGreaterThan(bytesPerToken, 2)
     }
@@ -240,6 +240,6 @@ final class GPTTextTests: XCTestCase {
             XCTAssertEqual(halves.count, 2, String(line))
             XCTAssertEqual(halves.first, halves.last, String(line))
         }
-        print(a.prefix(160))
+        note(a.prefix(160))
     }
 }

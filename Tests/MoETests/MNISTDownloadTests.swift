@@ -231,7 +231,7 @@ final class MNISTDownloadTests: XCTestCase {
         XCTAssertThrowsError(try MNISTDownload.downloadMissing(into: folder, mirrors: [URL(string: mirror)!],
                                                                timeout: 5)) { error in
             let message = "\(error)"
-            print("unreachable mirror message: \(message)")
+            note("unreachable mirror message: \(message)")
             XCTAssertFalse(message.contains("\n"))
             for part in ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", mirror, folder.path] {
                 XCTAssertTrue(message.contains(part), "\(part) not in: \(message)")
