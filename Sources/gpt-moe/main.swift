@@ -72,6 +72,7 @@ if options.synthetic {
         let bar = ProgressBar(title: "Tiny Shakespeare", total: TinyShakespeare.byteCount / 1024)
         do {
             try TinyShakespeare.download(to: url) { received, _ in bar.update(received / 1024, status: "\(received / 1024) KiB") }
+            bar.update(TinyShakespeare.byteCount / 1024)   // a bar that finishes at 100%
             bar.finish(status: "from \(TinyShakespeare.sourceURL.host ?? "github")")
         } catch {
             fail("\(error)")

@@ -223,8 +223,11 @@ public final class ProgressBar {
             redraw(status: status, now: now, final: true)
             output("\n")
         } else {
-            let head = "\(title): \(done)/\(total) in \(ProgressBar.clockText(now - startTime))"
-            output(fit([head + spaced(status)], cutting: head, status, "") + "\n")
+            let clock = ProgressBar.clockText(now - startTime)
+            let head = "\(title): \(done)/\(total) in \(clock)"
+            // Without the count if need be: a finished loop's title usually says its range.
+            output(fit([head + spaced(status), "\(title): in \(clock)" + spaced(status)],
+                       cutting: "\(title): in \(clock)", status, "") + "\n")
         }
     }
 
@@ -257,6 +260,7 @@ public final class ProgressBar {
         candidates += [24, 16, 10].map { title + bar($0) + counts + spaced(status) + "  " + shortTimes }
         if !final { candidates.append(title + bar(10) + counts + spaced(status) + "  " + clock) }
         candidates.append(title + counts + spaced(status) + "  " + clock)
+        if final { candidates.append(title + spaced(status) + "  " + clock) }
         let line = fit(candidates, cutting: title + counts, status, "  " + clock)
         // `\r` returns to the start of the line; spaces then erase the tail of a
         // longer previous line. (Fitted above, the line never wraps, so `\r`
