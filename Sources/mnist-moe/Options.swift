@@ -57,7 +57,8 @@ struct Options {
       --seed N           seed for weights and data order (default 0)
       --threads N        threads for the compute kernels (default: all cores)
       --data-dir DIR     MNIST folder (default: $MNIST_DIR, else ./data/mnist);
-                         missing files are downloaded there
+                         missing files are downloaded there, from the mirrors in
+                         $MNIST_MIRRORS (comma-separated base URLs) if set
       --no-download      fail instead of downloading missing files
       --out DIR          where summary.json, plots and checkpoints go (default runs/mnist-moe)
       --init FILE        start from the weights in FILE (a .safetensors checkpoint)

@@ -59,16 +59,17 @@ do {
         var bars: [URL: ProgressBar] = [:]
         do {
             try MNISTDownload.downloadMissing(into: dataDirectory) { p in
+                let mirror = (p.url.host ?? "mirror") + (p.url.port.map { ":\($0)" } ?? "")
                 let total = max(1, ((p.bytesExpected ?? 0) + 1023) / 1024)
                 let bar = bars[p.url] ?? ProgressBar(title: "  \(p.file)", total: total)
                 bars[p.url] = bar
                 if let reason = p.failure {
-                    bar.finish(status: "\(p.url.host ?? "mirror") failed: \(reason)")
+                    bar.finish(status: "\(mirror) failed: \(reason)")
                 } else if let expected = p.bytesExpected, p.bytesReceived >= expected {
                     bar.update(total)
-                    bar.finish(status: "\(p.url.host ?? "mirror")")
+                    bar.finish(status: "from \(mirror)")
                 } else {
-                    bar.update(min(total, p.bytesReceived / 1024), status: "KiB from \(p.url.host ?? "mirror")")
+                    bar.update(min(total, p.bytesReceived / 1024), status: "KiB from \(mirror)")
                 }
             }
         } catch let error as DownloadError {

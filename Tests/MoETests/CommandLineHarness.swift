@@ -50,11 +50,15 @@ class CommandLineTestCase: XCTestCase {
     }
 
     /// Runs the program with `arguments` in `directory` and waits at most `timeout` seconds.
+    /// `environment` adds to (or replaces entries of) the test's own environment.
     func run(_ arguments: [String], in directory: URL? = nil, timeout: TimeInterval = 120,
-             line: UInt = #line) throws -> Outcome {
+             environment: [String: String] = [:], line: UInt = #line) throws -> Outcome {
         let process = Process()
         process.executableURL = try executable()
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.currentDirectoryURL = directory ?? FileManager.default.temporaryDirectory
         let (out, err) = (Pipe(), Pipe())
         process.standardOutput = out

@@ -227,6 +227,26 @@ final class CommandLineTests: CommandLineTestCase {
         XCTAssertEqual(model["params_active"] as? Int, 337_426)
     }
 
+    /// Mirrors that fail: one line of error that names every file's errors and
+    /// the three ways to point mnist-moe at MNIST.
+    func testFailedDownloadsNameEveryFileAndTheWaysToPointAtTheData() throws {
+        let empty = try temporaryDirectory("no-mnist")
+        let outcome = try run(["--data-dir", empty.path, "--out", empty.path],
+                              environment: ["MNIST_MIRRORS": "http://127.0.0.1:9/"])   // port 9: nothing listens
+        XCTAssertEqual(outcome.status, 1, outcome.summary)
+        let message = outcome.errorLines.last ?? ""
+        for part in ["train-images-idx3-ubyte.gz (", "t10k-labels-idx1-ubyte.gz (", "--data-dir", "$MNIST_DIR", "MNIST_MIRRORS"] {
+            XCTAssertTrue(message.contains(part), "'\(part)' not in: \(message)")
+        }
+        XCTAssertEqual(outcome.errorLines.count, 1, outcome.stderr)
+        // The failing mirror was shown as it failed, one line per attempt, each within 80 columns.
+        let attempts = outcome.stdout.split(separator: "\n").filter { $0.contains("failed:") }
+        XCTAssertEqual(attempts.count, 4, outcome.stdout)
+        XCTAssertTrue(attempts.allSatisfy { $0.count < 80 }, outcome.stdout)
+        let help = try run(["--help"]).stdout
+        for word in ["--data-dir", "$MNIST_DIR", "MNIST_MIRRORS"] { XCTAssertTrue(help.contains(word), "--help lacks \(word)") }
+    }
+
     /// A router from Sources/Exercises, chosen by name (RouterRegistry.swift):
     /// trained like a built-in one, and reported as the top-1 router it is —
     /// k = 1 and top-1's balance value — not as the default top-2.

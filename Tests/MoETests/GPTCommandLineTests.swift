@@ -82,6 +82,27 @@ final class GPTCommandLineTests: CommandLineTestCase {
         }
     }
 
+    /// A router from Sources/Exercises trains the GPT and is recorded as it
+    /// is (k = 1); `sample` without --checkpoint then reads what train wrote;
+    /// every progress line fits 80 columns.
+    func testAnExerciseRouterTrainsTheGPTAndSampleFindsItsCheckpoint() throws {
+        let out = try temporaryDirectory("exercise-router")
+        let trained = try run(tiny + ["--preset", "top2", "--router", "exercise1", "--out", out.path])
+        XCTAssertEqual(trained.status, 0, trained.summary)
+        guard trained.status == 0 else { return }
+        for line in trained.stdout.split(separator: "\n") where line.hasPrefix("  step") {
+            XCTAssertLessThan(line.count, 80, "a progress line wider than 80 columns: \(line)")
+        }
+        let summary = try readJSON(out.appendingPathComponent("summary.json"))
+        let model = try XCTUnwrap((summary["models"] as? [[String: Any]])?.first)
+        let routing = try XCTUnwrap(model["routing"] as? [String: Any])
+        XCTAssertEqual(routing["router"] as? String, "exercise1")
+        XCTAssertEqual(routing["k"] as? Int, 1, "top2's k = 2 gave way to the router's own top-1")
+        let sample = try run(["sample", "--out", out.path, "--preset", "top2", "--prompt", "the ", "--length", "10"])
+        XCTAssertEqual(sample.status, 0, sample.summary)
+        XCTAssertTrue(sample.stdout.hasPrefix("the "), sample.stdout)
+    }
+
     // MARK: File errors (status 1)
 
     func testMissingFilesExitOneWithOneLineNamingTheFile() throws {
