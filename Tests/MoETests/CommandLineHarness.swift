@@ -44,7 +44,8 @@ class CommandLineTestCase: XCTestCase {
                           Self.repositoryRoot.appendingPathComponent(".build/debug")]
             .map { $0.appendingPathComponent(Self.program) }
         guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw XCTSkip("\(Self.program) not built; looked in " + candidates.map(\.path).joined(separator: ", "))
+            throw XCTSkip("\(Self.program) not built (looked in " + candidates.map(\.path).joined(separator: ", ") +
+                          "); `swift build` builds it, and `swift test` builds it first")
         }
         return found
     }

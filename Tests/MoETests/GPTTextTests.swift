@@ -1,18 +1,21 @@
 // The text side of gpt-moe: tokenizers (round trips, unknown input, saving),
 // BPE's chunking and training, token windows and the train/validation split,
 // the corpus loader and the synthetic corpus. Tiny Shakespeare is read from
-// ../shared/data/tinyshakespeare/input.txt when it is there (skipped when not).
+// ./data/tinyshakespeare or ../shared/data/tinyshakespeare when it is there
+// (skipped, with one line saying how to enable it, when not).
 import XCTest
 @testable import MoE
 
 final class GPTTextTests: XCTestCase {
-    static let shakespeare = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("../shared/data/tinyshakespeare/input.txt").standardizedFileURL
+    /// Where gpt-moe downloads it (./data/tinyshakespeare), else beside the clone.
+    static let candidates = ["data/tinyshakespeare/input.txt", "../shared/data/tinyshakespeare/input.txt"]
+        .map { TestData.root.appendingPathComponent($0).standardizedFileURL }
+    static let shakespeare = candidates.first { FileManager.default.fileExists(atPath: $0.path) } ?? candidates[0]
 
     private func requireShakespeare() throws -> String {
         guard FileManager.default.fileExists(atPath: Self.shakespeare.path) else {
-            throw XCTSkip("Tiny Shakespeare not found at \(Self.shakespeare.path)")
+            throw XCTSkip("Tiny Shakespeare not found in " + Self.candidates.map(\.path).joined(separator: " or ") +
+                          "; to run this test, run `swift run gpt-moe --steps 1` once (it downloads to ./data/tinyshakespeare)")
         }
         return try TextCorpus.load(Self.shakespeare).text
     }
