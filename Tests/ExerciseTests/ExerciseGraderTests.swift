@@ -197,16 +197,21 @@ final class ExerciseGraderTests: XCTestCase {
         m = Mutant()
         m.noisy = { d, e, k, s in ScaledNoisy(reference.makeNoisyTopKRouter(modelDim: d, experts: e, k: k, seed: s), 0.99) }
         XCTAssertFalse(Grader.grade(5, m).passed, "a noisy router's backward scaled by 0.99 passes exercise 5")
+        m.noisy = { d, e, k, s in ScaledNoisy(reference.makeNoisyTopKRouter(modelDim: d, experts: e, k: k, seed: s), 1, parameterFactor: 0.99) }
+        XCTAssertFalse(Grader.grade(5, m).passed, "a noise network whose weight gradients are 1% off passes exercise 5")
         m = Mutant()
         m.expertChoice = { e, k, f in let a = Altered(reference.makeExpertChoiceRouter(experts: e, k: k, capacityFactor: f)); a.alterBackward = { $0 * 0.99 }; return a }
         XCTAssertFalse(Grader.grade(6, m).passed, "an expert-choice backward scaled by 0.99 passes exercise 6")
     }
 
-    /// A noisy router whose dL/dlogits and dL/dx are scaled (its parameters' gradients too, through dL/dx's source).
+    /// A noisy router whose dL/dlogits and dL/dx are scaled by `factor`, and
+    /// what its backward adds to its own parameters' gradients by `parameterFactor`.
     final class ScaledNoisy: NoiseHoldingRouter {
         let base: NoiseHoldingRouter
-        let factor: Float
-        init(_ base: NoiseHoldingRouter, _ factor: Float) { self.base = base; self.factor = factor }
+        let factor: Float, parameterFactor: Float
+        init(_ base: NoiseHoldingRouter, _ factor: Float, parameterFactor: Float = 1) {
+            self.base = base; self.factor = factor; self.parameterFactor = parameterFactor
+        }
         var fixedNoise: Tensor? { get { base.fixedNoise } set { base.fixedNoise = newValue } }
         var name: String { base.name }
         var expertCount: Int { base.expertCount }
@@ -215,7 +220,12 @@ final class ExerciseGraderTests: XCTestCase {
         func inputGradient() -> Tensor? { base.inputGradient().map { $0 * factor } }
         func route(logits: Tensor, context: RoutingContext) -> Routing { base.route(logits: logits, context: context) }
         func backward(weightGradient: Tensor, probabilityGradient: Tensor?) -> Tensor {
-            base.backward(weightGradient: weightGradient, probabilityGradient: probabilityGradient) * factor
+            let before = base.namedParameters.map { $0.parameter.grad }
+            let g = base.backward(weightGradient: weightGradient, probabilityGradient: probabilityGradient) * factor
+            for (p, old) in zip(base.namedParameters.map(\.parameter), before) {
+                for i in 0..<p.grad.count { p.grad.data[i] = old.data[i] + parameterFactor * (p.grad.data[i] - old.data[i]) }
+            }
+            return g
         }
     }
 
