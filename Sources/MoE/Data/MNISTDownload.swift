@@ -100,7 +100,9 @@ public enum MNISTDownload {
     /// - Parameters:
     ///   - mirrors: base URLs to try; nil means `MNIST_MIRRORS` or the defaults.
     ///   - timeout: seconds a request may stall before it fails; a whole file
-    ///     may take ten times as long.
+    ///     may take ten times as long. A mirror that never answers (refused,
+    ///     unknown host, or silent for `timeout`) is not tried again for the
+    ///     remaining files, so a dead mirror costs one timeout, not four.
     ///   - progress: called as bytes arrive, from a background thread.
     /// - Returns: the file names downloaded (empty when nothing was missing).
     /// - Throws: `DownloadError` if some file could not be fetched from any
@@ -108,7 +110,7 @@ public enum MNISTDownload {
     @discardableResult
     public static func downloadMissing(into directory: URL, mirrors: [URL]? = nil,
                                        environment: [String: String] = ProcessInfo.processInfo.environment,
-                                       timeout: TimeInterval = 30,
+                                       timeout: TimeInterval = 20,
                                        progress: ((Progress) -> Void)? = nil) throws -> [String] {
         let missing = MNIST.missingFiles(in: directory)
         guard !missing.isEmpty else { return [] }
@@ -119,6 +121,7 @@ public enum MNISTDownload {
         }
 
         let bases = self.mirrors(override: mirrors, environment: environment)
+        var unreachable: [URL: String] = [:]   // mirror → why it is skipped for the remaining files
         var downloaded: [String] = []
         var stillMissing: [String] = []
         var failures: [String] = []
@@ -127,6 +130,10 @@ public enum MNISTDownload {
             var done = false
             for base in bases where !done {
                 let url = fileURL(base: base, file: file)
+                if let reason = unreachable[base] {
+                    failures.append("\(url.absoluteString): not tried (\(reason) for an earlier file)")
+                    continue
+                }
                 var received = 0, expected: Int? = nil
                 do {
                     let bytes = try fetch(url, timeout: timeout) { r, e in
@@ -137,6 +144,7 @@ public enum MNISTDownload {
                     try AtomicFile.write(Data(bytes), to: directory.appendingPathComponent(file))
                     done = true
                 } catch {
+                    if let attempt = error as? AttemptError, attempt.unreachable { unreachable[base] = attempt.description }
                     failures.append("\(url.absoluteString): \(error)")
                     progress?(Progress(file: file, url: url, bytesReceived: received, bytesExpected: expected,
                                        failure: "\(error)"))
@@ -160,6 +168,9 @@ public enum MNISTDownload {
     /// Why one attempt failed, for `DownloadError.failures`.
     struct AttemptError: Error, CustomStringConvertible {
         let description: String
+        /// The server never answered (refused, not found, or silent): later
+        /// files skip this mirror instead of waiting for it again.
+        var unreachable = false
     }
 
     /// Gunzips and parses the bytes as the IDX file `name` should be.
@@ -198,15 +209,21 @@ public enum MNISTDownload {
             let silent = Date().timeIntervalSince(receiver.lastActivity ?? start)
             if silent > timeout || Date().timeIntervalSince(start) > timeout * 10 {
                 task.cancel()
+                let neverAnswered = receiver.lastActivity == nil
                 throw AttemptError(description: silent > timeout
-                    ? (receiver.lastActivity == nil ? "no answer within \(seconds(timeout)) (the server accepted the connection but sent nothing)"
-                                                    : "the server stopped sending for \(seconds(timeout))")
-                    : "not finished within \(seconds(timeout * 10))")
+                    ? (neverAnswered ? "no answer within \(seconds(timeout))"
+                                     : "the server stopped sending for \(seconds(timeout))")
+                    : "not finished within \(seconds(timeout * 10))", unreachable: neverAnswered)
             }
         }
         if let status = receiver.statusCode, status != 200 { throw AttemptError(description: "HTTP \(status)") }
         if receiver.tooLarge { throw AttemptError(description: "response larger than \(maxDownloadBytes) bytes") }
-        if let error = receiver.error { throw AttemptError(description: readable(error, timeout: timeout)) }
+        if let error = receiver.error {
+            let code = (error as? URLError)?.code
+            let unreachable = [.cannotConnectToHost, .cannotFindHost, .dnsLookupFailed, .notConnectedToInternet]
+                .contains(code) || (code == .timedOut && receiver.lastActivity == nil)
+            throw AttemptError(description: readable(error, timeout: timeout), unreachable: unreachable)
+        }
         return [UInt8](receiver.body)
     }
 
