@@ -1,4 +1,4 @@
-// swift-tools-version:5.9
+// swift-tools-version:6.2
 //
 // The package: one library (`MoE`), three executables (`mnist-moe`, `gpt-moe`,
 // `moe-bench`) and one test target. No dependencies: the standard library, Foundation and
@@ -8,6 +8,20 @@
 // (the skeletons a student edits), `ExerciseSolutions` (reference answers, kept
 // apart), `ExerciseGrader` (the checks, and the contract both modules meet) and
 // the `exercises` command that runs the checks; `ExerciseTests` grades both.
+//
+// Depending on MoE from your own package:
+//
+//     .package(url: "https://…/MoE.git", from: "1.0.0")      // dependencies
+//     .product(name: "MoE", package: "MoE")                 // a target's dependencies
+//
+// SwiftPM refuses a dependency resolved by version whose targets use
+// `unsafeFlags` — unless that dependency's manifest is at tools version 6.2
+// or later, from which SwiftPM 6.2 no longer checks (swift-package-manager
+// #8951). So this manifest is at 6.2, and toolchains 5.9–6.1 read
+// Package@swift-5.9.swift instead, which leaves the flags off the `MoE`
+// library so that it stays a valid dependency there too (build with
+// `-c release` on those toolchains for speed). .ci/run builds a small package
+// that depends on a tagged copy of this checkout, to keep that true.
 //
 // Why the unsafe flags:
 //   * `-O` in every configuration. `swift run mnist-moe`, typed as is, builds
@@ -27,6 +41,8 @@ computeFlags.append(.unsafeFlags(["-target-cpu", "native"]))
 
 let package = Package(
     name: "MoE",
+    // The sources are written for the Swift 5 language mode (tools 6.2 would
+    // otherwise compile them in Swift 6 mode, with its strict concurrency checks).
     products: [
         .library(name: "MoE", targets: ["MoE"]),
         .executable(name: "mnist-moe", targets: ["mnist-moe"]),
@@ -36,17 +52,18 @@ let package = Package(
     ],
     targets: [
         .target(name: "MoE", swiftSettings: computeFlags),
-        .executableTarget(name: "mnist-moe", dependencies: ["MoE"], swiftSettings: computeFlags),
-        .executableTarget(name: "gpt-moe", dependencies: ["MoE"], swiftSettings: computeFlags),
+        .executableTarget(name: "mnist-moe", dependencies: ["MoE", "Exercises"], swiftSettings: computeFlags),
+        .executableTarget(name: "gpt-moe", dependencies: ["MoE", "Exercises"], swiftSettings: computeFlags),
         .executableTarget(name: "moe-bench", dependencies: ["MoE"], swiftSettings: computeFlags),
         .testTarget(name: "MoETests", dependencies: ["MoE"], exclude: ["Fixtures"], swiftSettings: computeFlags),
         // Exercises: the grader owns the contract, the two answer modules meet it.
         .target(name: "ExerciseGrader", dependencies: ["MoE"], swiftSettings: computeFlags),
         .target(name: "Exercises", dependencies: ["MoE", "ExerciseGrader"], swiftSettings: computeFlags),
         .target(name: "ExerciseSolutions", dependencies: ["MoE", "ExerciseGrader"], swiftSettings: computeFlags),
-        .executableTarget(name: "exercises", dependencies: ["ExerciseGrader", "Exercises", "ExerciseSolutions"],
+        .executableTarget(name: "exercises", dependencies: ["MoE", "ExerciseGrader", "Exercises", "ExerciseSolutions"],
                           swiftSettings: computeFlags),
         .testTarget(name: "ExerciseTests", dependencies: ["ExerciseGrader", "Exercises", "ExerciseSolutions"],
                     swiftSettings: computeFlags),
-    ]
+    ],
+    swiftLanguageModes: [.v5]
 )

@@ -180,7 +180,7 @@ extension Grader {
             let bad = report.entries.filter { !($0.maxRelativeError <= GradientComparison.tolerance) }
             guard let worst = bad.max(by: { $0.maxRelativeError < $1.maxRelativeError }) else { return nil }
             var text = "dL/d(\(worst.name)) disagrees with finite differences (worst relative error " +
-                "\(fmt(worst.maxRelativeError)); a correct backward stays below 0.03)"
+                "\(fmt(worst.maxRelativeError)); a correct backward stays below \(fmt(GradientComparison.tolerance)))"
             if worst.name == "input" && bad.count == 1 {
                 text += worst.maxGradient == 0
                     ? " — inputGradient() must return the noise network's dL/dx, the result of noise.backward"

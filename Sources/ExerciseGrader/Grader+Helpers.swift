@@ -145,8 +145,13 @@ struct GradientComparison {
     let analytic: [Double]
     let numeric: [Double]
     let cols: Int
-    /// The tolerance of the project's gradient tests (part 2, §9).
-    static let tolerance = 3e-2
+    /// The largest relative error a right backward may have. A backward off by
+    /// 1% anywhere — every element scaled by 0.99 — has relative error 0.01 at
+    /// its largest element and must fail, so the bound sits below that; a
+    /// right one, with these inputs (every decision far from a tie, losses of
+    /// order 1, ε = 0.01), measures below 1e-3 (ExerciseGraderTests prints the
+    /// largest it saw when it fails).
+    static let tolerance = 4e-3
 
     /// Per element |a − n| / max(|a|, |n|, 5% of the largest, 1e-4), GradientCheck's measure.
     var relativeErrors: [Double] {
@@ -232,9 +237,15 @@ func routerBackwardProblem(_ router: Router, logits: Tensor, context: RoutingCon
 
 /// Checks every gradient of `layer` (gate, router, experts, input) against
 /// finite differences with `GradientCheck`, for L = Σ y ⊙ r + Σ α·aux, the
-/// routing held fixed. nil when every tensor agrees to 3%.
+/// routing held fixed. nil when every parameter's gradient agrees to
+/// `GradientComparison.tolerance` and dL/dx to `inputTolerance`: dL/dx runs
+/// through every expert's ReLU, and a kink a little more than ε away still
+/// bends the finite difference (a right backward measured 0.02 here), so the
+/// input is judged as loosely as the library's own tests judge it. The
+/// router's gradient is not let off: gate.weight = dL/dlogits·x is judged
+/// tightly, and the standalone checks above judge dL/dlogits itself.
 func layerGradientProblem(_ layer: MoELayer, input x: Tensor, seed: UInt64 = 7, maxElements: Int = 24,
-                          hint: (String) -> String? = { _ in nil }) -> String? {
+                          inputTolerance: Double = 3e-2, hint: (String) -> String? = { _ in nil }) -> String? {
     var rng = Xoshiro256(seed: seed)
     let r = Tensor.uniform([x.shape[0], layer.modelDim], low: -1, high: 1, rng: &rng)
     let y = layer.forward(x)
@@ -254,10 +265,11 @@ func layerGradientProblem(_ layer: MoELayer, input x: Tensor, seed: UInt64 = 7, 
         return "inside an MoE layer, a perturbation of 0.01 changed which experts were chosen; the router's forward " +
             "does not follow the exercise's rule (the standalone checks above say where)"
     }
-    let bad = report.entries.filter { $0.maxRelativeError > GradientComparison.tolerance || !$0.maxRelativeError.isFinite }
-    guard let worst = bad.max(by: { $0.maxRelativeError < $1.maxRelativeError }) else { return nil }
+    func bound(_ name: String) -> Double { name == "input" ? inputTolerance : GradientComparison.tolerance }
+    let bad = report.entries.filter { !($0.maxRelativeError <= bound($0.name)) }
+    guard let worst = bad.max(by: { $0.maxRelativeError / bound($0.name) < $1.maxRelativeError / bound($1.name) }) else { return nil }
     var text = "inside an MoE layer, the gradient of \(worst.name) disagrees with finite differences " +
-        "(worst relative error \(fmt(worst.maxRelativeError)); a correct backward stays below 0.03)"
+        "(worst relative error \(fmt(worst.maxRelativeError)); a correct backward stays below \(fmt(bound(worst.name))))"
     if bad.count > 1 { text += "; so do " + bad.filter { $0.name != worst.name }.map(\.name).joined(separator: ", ") }
     if let specific = hint(worst.name) { text += " — " + specific }
     return text

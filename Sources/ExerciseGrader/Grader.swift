@@ -85,7 +85,9 @@ final class Checklist {
     ///     guard list.check("…") { … } else { return }
     @discardableResult
     func check(_ title: String, _ body: () -> String?) -> Bool {
+        Grader.checkWillRun?(title)
         let problem = body()
+        Grader.checkDidRun?()
         outcomes.append(CheckOutcome(title: title, status: problem == nil ? .passed : .failed, message: problem))
         return problem == nil
     }
@@ -121,6 +123,13 @@ public enum Grader {
         ExerciseInfo(number: 6, title: "expert-choice routing",
                      file: "Sources/Exercises/Exercise6-ExpertChoiceRouter.swift", section: "§6", difficulty: "hard"),
     ]
+
+    /// Called with each check's title just before it runs. The `exercises`
+    /// command's child process announces it to its parent this way, so that a
+    /// crash or a hang can be reported with the check that was running.
+    public static var checkWillRun: ((String) -> Void)? = nil
+    /// Called when that check has finished (passed or failed).
+    public static var checkDidRun: (() -> Void)? = nil
 
     /// Runs exercise `number`'s checks on `submission`.
     public static func grade(_ number: Int, _ submission: ExerciseSubmission) -> ExerciseResult {

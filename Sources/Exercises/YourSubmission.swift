@@ -35,3 +35,36 @@ public struct YourSubmission: ExerciseSubmission {
         ExpertChoiceRouter(experts: experts, k: k, capacityFactor: capacityFactor)
     }
 }
+
+// MARK: - Your routers on the command line
+
+/// The routers `mnist-moe --router NAME` and `gpt-moe --router NAME` can
+/// train besides the library's (RouterRegistry.swift). Both programs call
+/// `register()` before reading their options, so a name added here is a
+/// `--router` word at the next `swift run`: trained, reported and written
+/// to summary.json like `--router topk`. Notebooks/exercises.md, "Your router
+/// on the command line", walks through it.
+public enum ExerciseRouters {
+    public static func register() {
+        RouterRegistry.register("exercise1", about: "your SwitchRouter (exercise 1): top-1, w = p") { r in
+            SwitchRouter(experts: r.experts, renormalize: false)
+        }
+        RouterRegistry.register("exercise3", about: "top-k with your CapacityRouter (exercise 3), factor 1.25") { r in
+            CapacityRouter(base: TopKGating(experts: r.experts, k: r.k), factor: 1.25)
+        }
+        RouterRegistry.register("exercise5", about: "your NoisyTopKRouter (exercise 5)") { r in
+            NoisyTopKRouter(modelDim: r.modelDim, experts: r.experts, k: r.k, seed: r.seed)
+        }
+        RouterRegistry.register("exercise6", about: "your ExpertChoiceRouter (exercise 6), capacity factor 1") { r in
+            ExpertChoiceRouter(experts: r.experts, k: r.k, capacityFactor: 1)
+        }
+        // Your own router: write a class that conforms to `Router` in a new
+        // file of this folder (Router.swift says how), then add it here, e.g.
+        //
+        //     RouterRegistry.register("mine", about: "my router") { r in
+        //         MyRouter(experts: r.experts, k: r.k)
+        //     }
+        //
+        // and train it with `swift run mnist-moe --router mine`.
+    }
+}

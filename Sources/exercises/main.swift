@@ -9,31 +9,38 @@
 // crashes, or hangs), 2 when the command line is wrong.
 //
 // Each exercise is graded in a child process (this same program, with the
-// hidden command `grade-one`), so that a crash in your code — a failed
-// precondition, an index out of range — ends that exercise, is reported in
-// words, and the others are still graded. A child that runs longer than
-// `timeLimit` is stopped: an endless loop is reported as one.
+// command `grade-one`), so that a crash in your code — a failed precondition,
+// an index out of range — ends that exercise, is reported in words (with the
+// check that was running, then a few lines of backtrace), and the others are
+// still graded. A child that runs longer than the time limit (30 s; the
+// slowest exercise takes about a second) is stopped and reported with the
+// check it was in: an endless loop. GradingProcess.swift does both.
 import Foundation
 import ExerciseGrader
 import Exercises
 import ExerciseSolutions
+import MoE
 
 let usage = """
 usage: exercises list
-       exercises check N|all [--reference]
+       exercises check N|all [--reference] [--time-limit S]
 
-  list          the exercises, their difficulty and the file each one edits
-  check N       grade exercise N (1–\(Grader.exercises.count)) in Sources/Exercises
-  check all     grade every exercise
-  --reference   grade the reference solutions in Sources/ExerciseSolutions instead
+  list            the exercises, their difficulty and the file each one edits
+  check N         grade exercise N (1–\(Grader.exercises.count)) in Sources/Exercises
+  check all       grade every exercise
+  --reference     grade the reference solutions in Sources/ExerciseSolutions instead
+  --time-limit S  stop an exercise after S seconds (default 30)
+  grade-one N     grade exercise N in this process, without the crash and time-limit
+                  guard (a crash then prints the runtime's whole backtrace)
 The exercises are set in Notebooks/exercises.md.
 """
 
-/// Seconds one exercise may take (the slowest takes about a second).
-let timeLimit = 120.0
+/// Seconds one exercise may take by default (the slowest takes about a second).
+let defaultTimeLimit = 30.0
 
+/// One line, a pointer to the usage, status 2.
 func fail(_ message: String) -> Never {
-    FileHandle.standardError.write(Data("exercises: \(message)\n\(usage)\n".utf8))
+    FileHandle.standardError.write(Data("exercises: \(message) (exercises --help shows the usage)\n".utf8))
     exit(2)
 }
 
@@ -59,44 +66,47 @@ func gradeHere(_ number: Int, reference: Bool) -> Bool {
 }
 
 /// Grades one exercise in a child process; reports a crash or a hang in words.
-func gradeInChild(_ number: Int, reference: Bool) -> Bool {
-    guard let program = Bundle.main.executableURL else { return gradeHere(number, reference: reference) }
-    let child = Process()
-    child.executableURL = program
-    child.arguments = ["grade-one", String(number)] + (reference ? ["--reference"] : [])
-    do { try child.run() } catch { return gradeHere(number, reference: reference) }
-    let deadline = Date().addingTimeInterval(timeLimit)
-    while child.isRunning && Date() < deadline { usleep(20_000) }
-    let title = Grader.exercises.first { $0.number == number }!.title
-    if child.isRunning {
-        child.terminate()
-        child.waitUntilExit()
-        say("Exercise \(number) — \(title): FAILED (stopped after \(Int(timeLimit)) s)\n" +
-            "        exercise \(number): the checks did not finish in \(Int(timeLimit)) s; a loop in your code may never end")
+func gradeInChild(_ number: Int, reference: Bool, timeLimit: Double) -> Bool {
+    guard let program = Bundle.main.executableURL,
+          let outcome = GradingProcess.run(program, arguments: ["grade-one", String(number), "--announce"]
+                                           + (reference ? ["--reference"] : []), timeLimit: timeLimit)
+    else { return gradeHere(number, reference: reference) }
+    if let report = GradingProcess.failureReport(exercise: number, outcome) {
+        say(report)
         return false
     }
-    if child.terminationReason == .uncaughtSignal {
-        say("Exercise \(number) — \(title): FAILED (crashed, signal \(child.terminationStatus))\n" +
-            "        exercise \(number): your code stopped the program — a failed precondition, an index out of " +
-            "range or a nil\n        unwrapped; the backtrace above names the line (look for your file in Sources/Exercises)")
-        return false
-    }
-    return child.terminationStatus == 0
+    FileHandle.standardOutput.write(Data(outcome.standardOutput.utf8))
+    if !outcome.standardError.isEmpty { FileHandle.standardError.write(Data((outcome.standardError + "\n").utf8)) }
+    return outcome.ending == .exited(0)
 }
 
 // MARK: - The command line
 
-var arguments = Array(CommandLine.arguments.dropFirst())
-let reference = arguments.contains("--reference")
-arguments.removeAll { $0 == "--reference" }
-if let unknown = arguments.first(where: { $0.hasPrefix("-") && $0 != "-h" && $0 != "--help" }) {
-    fail("unknown option '\(unknown)'")
+var arguments: [String] = []
+var reference = false, announce = false
+var timeLimit = defaultTimeLimit
+var reader = ArgumentReader(Array(CommandLine.arguments.dropFirst()))
+let knownFlags = ["--reference", "--time-limit", "--help"]
+do {
+    while let word = reader.next() {
+        switch word {
+        case "--reference": reference = true
+        case "--announce": announce = true   // grade-one, as check's child: name each check on stderr
+        case "--time-limit": timeLimit = Double(try reader.float(word, 1...3600))
+        case "-h", "--help", "help": arguments.insert("--help", at: 0)
+        default:
+            if word.hasPrefix("-") { throw UsageError.unknownOption(word, known: knownFlags) }
+            arguments.append(word)
+        }
+    }
+} catch {
+    fail("\(error)")
 }
 
 switch arguments.first {
 case nil:
-    fail("missing command")
-case "-h", "--help", "help":
+    fail("missing command: list, check N or check all")
+case "--help":
     say(usage)
 case "list":
     guard arguments.count == 1 else { fail("'list' takes no arguments") }
@@ -111,7 +121,7 @@ case "check":
     var passed: [Int] = []
     for (i, n) in numbers.enumerated() {
         if i > 0 { say("") }
-        if gradeInChild(n, reference: reference) { passed.append(n) }
+        if gradeInChild(n, reference: reference, timeLimit: timeLimit) { passed.append(n) }
     }
     if numbers.count > 1 {
         let failed = numbers.filter { !passed.contains($0) }
@@ -121,9 +131,14 @@ case "check":
             (reference ? " (reference solutions)" : ""))
     }
     exit(passed.count == numbers.count ? 0 : 1)
-case "grade-one":   // the child of `check`: one exercise, in this process
+case "grade-one":   // one exercise, in this process (check's child, or by hand for the whole backtrace)
     guard arguments.count == 2, let n = Int(arguments[1]) else { fail("grade-one needs one exercise number") }
+    if announce {
+        Grader.checkWillRun = GradingProcess.announce
+        Grader.checkDidRun = GradingProcess.announceFinished
+    }
     exit(gradeHere(exerciseNumbers(String(n))[0], reference: reference) ? 0 : 1)
 default:
-    fail("unknown command '\(arguments[0])'")
+    let commands = ["list", "check", "grade-one"]
+    fail("unknown command '\(arguments[0])'" + (nearMiss(arguments[0], in: commands).map { "; did you mean \($0)?" } ?? ""))
 }

@@ -64,7 +64,7 @@ struct Options {
         return """
         usage: gpt-moe [train] [options]
                gpt-moe compare [options]
-               gpt-moe sample --checkpoint FILE [--prompt TEXT] [sampling options]
+               gpt-moe sample [--checkpoint FILE] [--prompt TEXT] [sampling options]
 
         Trains a small GPT whose feed-forward sublayers are dense or mixtures of experts,
         with every backward pass written by hand. `train` (the default) trains one preset
@@ -117,6 +117,8 @@ struct Options {
           --out DIR          where summary.json, plots, checkpoints go (default runs/gpt-moe)
         Sampling (after train, and for `sample`):
           --checkpoint FILE  sample: the .safetensors file written by train or compare
+                             (default: the one train writes, --out/--preset.safetensors,
+                             runs/gpt-moe/baseline.safetensors)
           --prompt TEXT      text to continue (default a newline)
           --length N         tokens to generate (default 400)
           --sample-temperature X  divide the logits by X; 0 = always the likeliest (default 0.8)
@@ -192,7 +194,9 @@ struct Options {
                 if ["train", "compare", "sample"].contains(flag) {
                     throw UsageError("the command '\(flag)' must come first, before any option")
                 }
-                guard try o.routingFlags.parse(flag, from: &args) else { throw UsageError("unknown option '\(flag)'") }
+                guard try o.routingFlags.parse(flag, from: &args) else {
+                    throw UsageError.unknownOption(flag, known: flags(inUsage: usage))
+                }
             }
         }
         if o.help { return o }
@@ -207,16 +211,22 @@ struct Options {
         let presets = o.command == "compare" ? Preset.all : Preset.named(o.preset).map { [$0] } ?? []
         for preset in presets where !o.modelConfig(preset, vocabularySize: 1).moeLayers.isEmpty {
             do { try o.routing(preset).validate(experts: o.experts) } catch { throw UsageError("\(error)") }
+            if let reason = o.routing(preset).decoderProblem { throw UsageError(reason) }
         }
         if let list = o.moeLayers, let bad = o.explicitMoELayers(list)?.first(where: { $0 >= o.layers }) {
             throw UsageError("--moe-layers names block \(bad), but --layers \(o.layers) has blocks 0...\(o.layers - 1)")
         }
         if o.synthetic && o.text != nil { throw UsageError("--synthetic and --text cannot be used together") }
-        if o.command == "sample" && o.checkpoint == nil { throw UsageError("sample needs --checkpoint FILE") }
         if o.command != "sample" && o.checkpoint != nil { throw UsageError("--checkpoint is for the sample command") }
         if o.command == "compare" && sawPreset { throw UsageError("--preset is for train; compare runs every preset") }
         if o.command != "compare" && sawTimingRounds { throw UsageError("--timing-rounds is for compare") }
         return o
+    }
+
+    /// The checkpoint `sample` reads: --checkpoint, else the one `train` wrote
+    /// with the same --out and --preset.
+    var sampleCheckpoint: String {
+        checkpoint ?? URL(fileURLWithPath: out).appendingPathComponent("\(preset).safetensors").path
     }
 
     /// A comma list of block indices, or nil for the named placements.
@@ -249,7 +259,10 @@ struct Options {
     /// A preset's routing with the routing flags applied, in the order given. The
     /// dense preset has none; should --moe-layers give it MoE blocks, they route as baseline's.
     func routing(_ preset: Preset) -> RoutingSetup {
-        routingFlags.applied(to: preset.routing ?? Preset.topK(1, alpha: 0.01))
+        let setup = routingFlags.applied(to: preset.routing ?? Preset.topK(1, alpha: 0.01))
+        // A registered router reports its own k (a top-1 one: 1); only once the setup is valid.
+        guard setup.isRegisteredRouter, (try? setup.validate(experts: experts)) != nil else { return setup }
+        return setup.resolvingRegisteredRouter(experts: experts, modelDim: width)
     }
 
     /// The training settings of a preset, with these options applied.

@@ -33,7 +33,8 @@ struct RunReport {
         var s = String(format: "val %.4f", r.validationLoss)
         if !r.trainLoss.isNaN { s = String(format: "train %.4f  ", r.trainLoss) + s }
         if r.weightedAuxLoss > 0 { s += String(format: "  α·aux %.4f", r.weightedAuxLoss) }
-        if r.tokensPerSecond.isFinite { s += "  \(int(Int(r.tokensPerSecond.rounded()))) tok/s" }
+        // No tokens per second here (the "Time per step" table has the speed):
+        // with it the line passes 80 columns (TerminalOutput.swift).
         if improved { s += "  (best)" }
         return s
     }

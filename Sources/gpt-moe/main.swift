@@ -3,7 +3,7 @@
 //
 //     swift run gpt-moe                     # train the MoE baseline on Tiny Shakespeare, print a sample
 //     swift run gpt-moe compare             # the five presets under one seed, the notes' table
-//     swift run gpt-moe sample --checkpoint runs/gpt-moe/baseline.safetensors --prompt "ROMEO:"
+//     swift run gpt-moe sample --prompt "ROMEO:"   # from the checkpoint train wrote (runs/gpt-moe/baseline.safetensors)
 //     swift run gpt-moe --help              # every option
 //
 // Reads the corpus (downloading Tiny Shakespeare if missing), builds the
@@ -12,15 +12,20 @@
 // tokenizer to --out. Notebooks/part4-gpt.md reads a run.
 import Foundation
 import MoE
+import Exercises
 
+/// One line on standard error and the exit status: 1 for a failed run; 2 for
+/// a usage error, which also says where the whole usage is (never prints it).
 func fail(_ message: String, usage: Bool = false, status: Int32 = 1) -> Never {
-    FileHandle.standardError.write(Data("gpt-moe: \(message)\n".utf8))
-    if usage { FileHandle.standardError.write(Data((Options.usage + "\n").utf8)) }
+    let line = usage ? UsageError.line(program: "gpt-moe", UsageError(message)) : "gpt-moe: \(message)"
+    FileHandle.standardError.write(Data((line + "\n").utf8))
     exit(status)
 }
 
 // MARK: - Options
 
+// The exercises' routers and your own become --router words (RouterRegistry.swift).
+ExerciseRouters.register()
 let options: Options
 do {
     options = try Options.parse(Array(CommandLine.arguments.dropFirst()))
@@ -36,7 +41,10 @@ Parallel.threads = options.threads
 // MARK: - sample
 
 if options.command == "sample" {
-    let url = URL(fileURLWithPath: options.checkpoint!)
+    let url = URL(fileURLWithPath: options.sampleCheckpoint)
+    if options.checkpoint == nil && !FileManager.default.fileExists(atPath: url.path) {
+        fail("\(url.path): no checkpoint there yet; train one with `gpt-moe train` (same --out and --preset), or pass --checkpoint FILE")
+    }
     let loaded: (model: GPT, tokenizer: Tokenizer, metadata: [String: String])
     do { loaded = try GPTCheckpoint.load(from: url) } catch { fail("\(error)") }
     var rng = Xoshiro256(seed: options.seed)
@@ -64,6 +72,7 @@ if options.synthetic {
         let bar = ProgressBar(title: "Tiny Shakespeare", total: TinyShakespeare.byteCount / 1024)
         do {
             try TinyShakespeare.download(to: url) { received, _ in bar.update(received / 1024, status: "\(received / 1024) KiB") }
+            bar.update(TinyShakespeare.byteCount / 1024)   // a bar that finishes at 100%
             bar.finish(status: "from \(TinyShakespeare.sourceURL.host ?? "github")")
         } catch {
             fail("\(error)")

@@ -88,7 +88,8 @@ struct Options {
                          beside the walkthrough's numbers (checkpoints in --out/seed-N)
       --threads N        threads for the compute kernels (default: all cores)
       --data-dir DIR     MNIST folder (default: $MNIST_DIR, else ./data/mnist);
-                         missing files are downloaded there
+                         missing files are downloaded there, from the mirrors in
+                         $MNIST_MIRRORS (comma-separated base URLs) if set
       --no-download      fail instead of downloading missing files
       --out DIR          where summary.json, plots and checkpoints go (default runs/mnist-moe)
       --init FILE        start from the weights in FILE (a .safetensors checkpoint)
@@ -152,7 +153,9 @@ struct Options {
             case "--no-download": o.download = false
             case "-h", "--help": o.help = true
             default:
-                guard try routingFlags.parse(flag, from: &args) else { throw UsageError("unknown option '\(flag)'") }
+                guard try routingFlags.parse(flag, from: &args) else {
+                    throw UsageError.unknownOption(flag, known: flags(inUsage: usage) + ["ablate"])
+                }
             }
         }
         routingFlags.finish()
@@ -166,6 +169,8 @@ struct Options {
         if o.seeds != nil && (o.resume != nil || o.initFrom != nil || o.command == "ablate") {
             throw UsageError("--seeds trains every seed from scratch: it cannot be combined with --init, --resume or ablate")
         }
+        // A registered router reports its own k (a top-1 one: 1, whatever --top-k said).
+        o.routing = o.routing.resolvingRegisteredRouter(experts: o.experts, modelDim: o.hidden)
         if o.command == "ablate" && (o.resume != nil || o.initFrom != nil) {
             throw UsageError("ablate trains every configuration from scratch: --init and --resume do not apply")
         }

@@ -9,15 +9,20 @@
 // SVG plots and checkpoints to --out. Notebooks/part3-mnist.md reads a run.
 import Foundation
 import MoE
+import Exercises
 
+/// One line on standard error and the exit status: 1 for a failed run; 2 for
+/// a usage error, which also says where the whole usage is (never prints it).
 func fail(_ message: String, usage: Bool = false, status: Int32 = 1) -> Never {
-    FileHandle.standardError.write(Data("mnist-moe: \(message)\n".utf8))
-    if usage { FileHandle.standardError.write(Data((Options.usage + "\n").utf8)) }
+    let line = usage ? UsageError.line(program: "mnist-moe", UsageError(message)) : "mnist-moe: \(message)"
+    FileHandle.standardError.write(Data((line + "\n").utf8))
     exit(status)
 }
 
 // MARK: - Options
 
+// The exercises' routers and your own become --router words (RouterRegistry.swift).
+ExerciseRouters.register()
 let options: Options
 do {
     options = try Options.parse(Array(CommandLine.arguments.dropFirst()))
@@ -43,21 +48,33 @@ do {
     let missing = MNIST.missingFiles(in: dataDirectory)
     if !missing.isEmpty {
         guard options.download else {
-            fail("\(dataDirectory.path): missing \(missing.joined(separator: ", ")) (run without --no-download to fetch them)")
+            fail("\(dataDirectory.path): missing \(missing.joined(separator: ", ")) (run without --no-download to fetch " +
+                 "them, from MNIST_MIRRORS if set; or point --data-dir or $MNIST_DIR at a folder that has them)")
         }
         print("MNIST files missing in \(dataDirectory.path); downloading \(missing.count) file(s)")
-        // One progress bar per file, in kilobytes (the callback comes from the
-        // download's queue while this thread waits, so there is no race).
-        var bars: [String: ProgressBar] = [:]
-        try MNISTDownload.downloadMissing(into: dataDirectory) { p in
-            let total = max(1, (p.bytesExpected ?? 0) / 1024)
-            let bar = bars[p.file] ?? ProgressBar(title: "  \(p.file)", total: total)
-            bars[p.file] = bar
-            if p.bytesExpected != nil && p.bytesReceived >= p.bytesExpected! {
-                bar.finish(status: "\(p.bytesReceived / 1024) KiB from \(p.url.host ?? "mirror")")
-            } else {
-                bar.update(min(total, p.bytesReceived / 1024), status: "\(p.bytesReceived / 1024) KiB")
+        // One progress bar per attempt (a file from one mirror), in kilobytes. A
+        // bar ends at 100% when its file arrived, or with the reason its mirror
+        // failed, before the next mirror is tried. (The callback comes from the
+        // download's queue while this thread waits, so there is no race.)
+        var bars: [URL: ProgressBar] = [:]
+        do {
+            try MNISTDownload.downloadMissing(into: dataDirectory) { p in
+                let mirror = (p.url.host ?? "mirror") + (p.url.port.map { ":\($0)" } ?? "")
+                let total = max(1, ((p.bytesExpected ?? 0) + 1023) / 1024)
+                let bar = bars[p.url] ?? ProgressBar(title: "  \(p.file)", total: total)
+                bars[p.url] = bar
+                if let reason = p.failure {
+                    bar.finish(status: "\(mirror) failed: \(reason)")
+                } else if let expected = p.bytesExpected, p.bytesReceived >= expected {
+                    bar.update(total)
+                    bar.finish(status: "from \(mirror)")
+                } else {
+                    bar.update(min(total, p.bytesReceived / 1024), status: "KiB from \(mirror)")
+                }
             }
+        } catch let error as DownloadError {
+            fail("\(error). Or point --data-dir (or $MNIST_DIR) at a folder that has the files, " +
+                 "or set MNIST_MIRRORS to other mirrors (comma-separated base URLs)")
         }
     }
     mnist = try MNIST.load(directory: dataDirectory)
@@ -208,7 +225,7 @@ func train(_ model: Classifier, seed: UInt64, into outDirectory: URL) -> ModelRu
         bar.reportsTenths = false   // off a terminal: one line per epoch
         var record = trainer.trainEpoch(on: trainSet) { done, _, loss, aux in
             bar.update(done, status: model is MoEClassifier
-                       ? String(format: "loss %.4f  aux %.3f", loss, aux) : String(format: "loss %.4f", loss))
+                       ? String(format: "loss %.4f aux %.3f", loss, aux) : String(format: "loss %.4f", loss))
         }
         if let bad = trainer.nonFiniteLoss {
             bar.finish(status: "stopped")
@@ -217,9 +234,10 @@ func train(_ model: Classifier, seed: UInt64, into outDirectory: URL) -> ModelRu
         }
         record.testAccuracy = Trainer.accuracy(of: model, on: testSet)
         trainer.history[trainer.history.count - 1] = record
-        bar.finish(status: String(format: "ce %.4f%@  train acc %.2f%%  test acc %.2f%%  %.2fs",
-                                  record.trainLoss, model is MoEClassifier ? String(format: "  aux %.3f", record.auxLoss) : "",
-                                  100 * record.trainAccuracy, 100 * record.testAccuracy, record.seconds))
+        // Short enough for 80 columns with the title and the clock (TerminalOutput.swift).
+        bar.finish(status: String(format: "ce %.4f%@ train %.2f%% test %.2f%%",
+                                  record.trainLoss, model is MoEClassifier ? String(format: " aux %.3f", record.auxLoss) : "",
+                                  100 * record.trainAccuracy, 100 * record.testAccuracy))
     }
     do {
         try Checkpoint.saveWeights(model, to: outDirectory.appendingPathComponent("\(model.name).safetensors"),

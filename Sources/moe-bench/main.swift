@@ -45,31 +45,27 @@ if arguments.contains("--help") || arguments.contains("-h") {
     exit(0)
 }
 // --only matmul | --only step: one section (e.g. to profile a training step).
-// Read with ArgumentReader like the other programs' flags, so `--only` without
-// a value, or with another one, is a usage error rather than "run everything".
-func usageError(_ message: String) -> Never {
-    FileHandle.standardError.write("moe-bench: \(message) (try --help)\n".data(using: .utf8)!)
-    exit(2)
-}
+// A usage error is one line, with a guess for a near miss (ArgumentReader.swift).
 var only: String? = nil
+var json = false
 do {
-    var args = ArgumentReader(arguments)
-    while let flag = args.next() {
-        switch flag {
-        case "--json": break
+    var reader = ArgumentReader(arguments)
+    while let word = reader.next() {
+        switch word {
+        case "--json": json = true
         case "--only":
-            let section = try args.value(flag)
+            let section = try reader.value(word)
             guard ["matmul", "step"].contains(section) else {
                 throw UsageError("--only must be matmul or step, got '\(section)'")
             }
             only = section
-        default: throw UsageError("unknown argument '\(flag)'")
+        default: throw UsageError.unknownOption(word, known: ["--json", "--only", "--help"])
         }
     }
 } catch {
-    usageError("\(error)")
+    FileHandle.standardError.write(Data((UsageError.line(program: "moe-bench", error) + "\n").utf8))
+    exit(2)
 }
-let json = arguments.contains("--json")
 let allCores = ProcessInfo.processInfo.activeProcessorCount
 
 func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }

@@ -114,6 +114,8 @@ final class ExerciseGraderTests: XCTestCase {
         var alterRouting: (Routing) -> Routing = { $0 }
         var alterBackward: (Tensor) -> Tensor = { $0 }
         var dropProbabilityGradient = false
+        /// Scales the dL/dp a balancing loss sends before the base sees it (1: unchanged).
+        var probabilityGradientScale: Float = 1
         init(_ base: Router) { self.base = base }
         var name: String { base.name }
         var expertCount: Int { base.expertCount }
@@ -123,7 +125,8 @@ final class ExerciseGraderTests: XCTestCase {
         func route(logits: Tensor, context: RoutingContext) -> Routing { alterRouting(base.route(logits: logits, context: context)) }
         func backward(weightGradient: Tensor, probabilityGradient: Tensor?) -> Tensor {
             alterBackward(base.backward(weightGradient: weightGradient,
-                                        probabilityGradient: dropProbabilityGradient ? nil : probabilityGradient))
+                                        probabilityGradient: dropProbabilityGradient ? nil
+                                            : probabilityGradient.map { $0 * probabilityGradientScale }))
         }
     }
 
@@ -146,8 +149,84 @@ final class ExerciseGraderTests: XCTestCase {
         assertCaught(1, m, saying: "the sign is flipped", "a backward with the wrong sign")
         m.switchRouter = { e, r in let a = Altered(reference.makeSwitchRouter(experts: e, renormalize: r)); a.dropProbabilityGradient = true; return a }
         assertCaught(1, m, saying: "add it to dp before the softmax backward", "a backward that ignores dL/dp")
+        // exercises.md §1 says where it fails: the balancing check and the layer (whose Switch loss sends dL/dp), not the task loss's.
+        XCTAssertEqual(Set(failedChecks(1, m)), ["backward: the balancing loss's dL/dp is used", "inside an MoELayer with the Switch loss"])
         m.switchRouter = { e, _ in reference.makeSwitchRouter(experts: e, renormalize: true) }
         assertCaught(1, m, saying: "that is the renormalised weight", "renormalised weights for a Switch router")
+    }
+
+    /// The titles of the checks that failed.
+    func failedChecks(_ exercise: Int, _ mutant: Mutant) -> [String] {
+        Grader.grade(exercise, mutant).checks.filter { $0.status == .failed }.map(\.title)
+    }
+
+    /// A backward off by 1% — every element, or only the balancing loss's share
+    /// — must fail, in the check of the gradient that is off, and say so.
+    func testExercise1CatchesABackwardOnePercentOff() {
+        let reference = ReferenceSubmission()
+        var m = Mutant()
+        for factor: Float in [0.99, 1.01] {
+            m.switchRouter = { e, r in let a = Altered(reference.makeSwitchRouter(experts: e, renormalize: r)); a.alterBackward = { $0 * factor }; return a }
+            assertCaught(1, m, saying: "every element is \(String(format: "%.4f", factor)) × the right value",
+                         "a backward scaled by \(factor)")
+            let failed = failedChecks(1, m)
+            XCTAssertTrue(failed.contains("backward: the task loss's dL/dlogits"), "\(factor): \(failed)")
+            XCTAssertTrue(failed.contains("backward: the balancing loss's dL/dp is used"), "\(factor): \(failed)")
+        }
+        // Only the balancing loss's share is 1% off: the task-loss check passes, the balancing one names it.
+        m.switchRouter = { e, r in let a = Altered(reference.makeSwitchRouter(experts: e, renormalize: r)); a.probabilityGradientScale = 0.99; return a }
+        assertCaught(1, m, saying: "0.9900 × the right value", "a balancing gradient scaled by 0.99")
+        let failed = failedChecks(1, m)
+        XCTAssertTrue(failed.contains("backward: the balancing loss's dL/dp is used"), "\(failed)")
+        XCTAssertFalse(failed.contains("backward: the task loss's dL/dlogits"), "\(failed)")
+        // 0.98, which only the layer check used to catch, is now caught where it is wrong.
+        m.switchRouter = { e, r in let a = Altered(reference.makeSwitchRouter(experts: e, renormalize: r)); a.alterBackward = { $0 * 0.98 }; return a }
+        XCTAssertTrue(failedChecks(1, m).contains("backward: the task loss's dL/dlogits"))
+    }
+
+    /// The other exercises with a gradient: 1% off fails them too.
+    func testEveryGradientOnePercentOffFails() {
+        let reference = ReferenceSubmission()
+        var m = Mutant()
+        m.zLoss = { w in AlteredZLoss(reference.makeZLoss(weight: w)) { term, _ in
+            var t = term
+            t.logitGradient = term.logitGradient.map { $0 * 0.99 }
+            return t
+        } }
+        XCTAssertFalse(Grader.grade(2, m).passed, "a z-loss gradient scaled by 0.99 passes exercise 2")
+        m = Mutant()
+        m.noisy = { d, e, k, s in ScaledNoisy(reference.makeNoisyTopKRouter(modelDim: d, experts: e, k: k, seed: s), 0.99) }
+        XCTAssertFalse(Grader.grade(5, m).passed, "a noisy router's backward scaled by 0.99 passes exercise 5")
+        m.noisy = { d, e, k, s in ScaledNoisy(reference.makeNoisyTopKRouter(modelDim: d, experts: e, k: k, seed: s), 1, parameterFactor: 0.99) }
+        XCTAssertFalse(Grader.grade(5, m).passed, "a noise network whose weight gradients are 1% off passes exercise 5")
+        m = Mutant()
+        m.expertChoice = { e, k, f in let a = Altered(reference.makeExpertChoiceRouter(experts: e, k: k, capacityFactor: f)); a.alterBackward = { $0 * 0.99 }; return a }
+        XCTAssertFalse(Grader.grade(6, m).passed, "an expert-choice backward scaled by 0.99 passes exercise 6")
+    }
+
+    /// A noisy router whose dL/dlogits and dL/dx are scaled by `factor`, and
+    /// what its backward adds to its own parameters' gradients by `parameterFactor`.
+    final class ScaledNoisy: NoiseHoldingRouter {
+        let base: NoiseHoldingRouter
+        let factor: Float, parameterFactor: Float
+        init(_ base: NoiseHoldingRouter, _ factor: Float, parameterFactor: Float = 1) {
+            self.base = base; self.factor = factor; self.parameterFactor = parameterFactor
+        }
+        var fixedNoise: Tensor? { get { base.fixedNoise } set { base.fixedNoise = newValue } }
+        var name: String { base.name }
+        var expertCount: Int { base.expertCount }
+        var slots: Int { base.slots }
+        var namedParameters: [(name: String, parameter: Parameter)] { base.namedParameters }
+        func inputGradient() -> Tensor? { base.inputGradient().map { $0 * factor } }
+        func route(logits: Tensor, context: RoutingContext) -> Routing { base.route(logits: logits, context: context) }
+        func backward(weightGradient: Tensor, probabilityGradient: Tensor?) -> Tensor {
+            let before = base.namedParameters.map { $0.parameter.grad }
+            let g = base.backward(weightGradient: weightGradient, probabilityGradient: probabilityGradient) * factor
+            for (p, old) in zip(base.namedParameters.map(\.parameter), before) {
+                for i in 0..<p.grad.count { p.grad.data[i] = old.data[i] + parameterFactor * (p.grad.data[i] - old.data[i]) }
+            }
+            return g
+        }
     }
 
     /// A z-loss that computes the reference term and then changes it.
@@ -324,9 +403,13 @@ final class ExerciseGraderTests: XCTestCase {
             let outcome = try run(bad)
             XCTAssertEqual(outcome.status, 2, "exercises \(bad.joined(separator: " ")): \(outcome.stderr)")
             XCTAssertTrue(outcome.stderr.hasPrefix("exercises: "), outcome.stderr)
-            XCTAssertTrue(outcome.stderr.contains("usage: exercises"), outcome.stderr)
+            XCTAssertTrue(outcome.stderr.contains("exercises --help"), outcome.stderr)
+            XCTAssertEqual(outcome.stderr.split(separator: "\n").count, 1, "one line, not the usage: \(outcome.stderr)")
             XCTAssertEqual(outcome.stdout, "")
         }
+        let typo = try run(["check", "1", "--refrence"])
+        XCTAssertEqual(typo.status, 2)
+        XCTAssertTrue(typo.stderr.contains("did you mean --reference?"), typo.stderr)
 
         let skeleton = Self.root.appendingPathComponent(Grader.exercises[1].file)
         if Self.fingerprint(try String(contentsOf: skeleton, encoding: .utf8)) == Self.skeletonFingerprints[2] {
@@ -334,5 +417,46 @@ final class ExerciseGraderTests: XCTestCase {
             XCTAssertEqual(failing.status, 1, failing.stdout)
             XCTAssertTrue(failing.stdout.contains("exercise 2: "), failing.stdout)
         }
+    }
+
+    // MARK: - Crashes and hangs, reported in words
+
+    /// A stand-in child: a shell that announces a check as `grade-one` does, then hangs or crashes.
+    func child(_ script: String, timeLimit: Double) throws -> GradingOutcome {
+        let announce = "printf '%s\\n' \"\(GradingProcess.marker)backward: the task loss's dL/dlogits\" >&2; "
+        return try XCTUnwrap(GradingProcess.run(URL(fileURLWithPath: "/bin/sh"), arguments: ["-c", announce + script],
+                                                timeLimit: timeLimit))
+    }
+
+    func testAHangIsStoppedAndNamesTheCheck() throws {
+        let start = Date()
+        let outcome = try child("sleep 30", timeLimit: 0.5)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10, "the time limit was not applied")
+        XCTAssertEqual(outcome.ending, .timedOut(seconds: 0.5))
+        XCTAssertEqual(outcome.lastCheck, "backward: the task loss's dL/dlogits")
+        let report = try XCTUnwrap(GradingProcess.failureReport(exercise: 1, outcome))
+        XCTAssertTrue(report.hasPrefix("Exercise 1 — "), report)
+        let text = report.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+        XCTAssertTrue(text.contains("still running after 0.5 s in the check 'backward: the task loss's dL/dlogits'"), report)
+    }
+
+    func testACrashLeadsWithTheExplanationAndAShortBacktrace() throws {
+        // Fifty frames, two of them in a student's file, then a signal.
+        var frames = "echo 'Fatal error: Index out of range' >&2; echo '*** Program crashed: Illegal instruction ***' >&2; "
+        for i in 0..<50 {
+            let place = i == 3 || i == 4 ? "/w/Sources/Exercises/Exercise1-SwitchRouter.swift:4\(i)" : "/usr/lib/swift/libswiftCore.so"
+            frames += "echo '  \(i) [ra]    0x000055a3522ca965 frame\(i) + 20 in exercises at \(place)' >&2; "
+        }
+        let outcome = try child(frames + "kill -ILL $$", timeLimit: 20)
+        XCTAssertEqual(outcome.ending, .crashed(4))
+        let report = try XCTUnwrap(GradingProcess.failureReport(exercise: 1, outcome))
+        let lines = report.split(separator: "\n").map(String.init)
+        XCTAssertTrue(lines[0].hasPrefix("Exercise 1 — ") && lines[0].contains("crashed"), report)
+        let explanation = lines[1...2].map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+        XCTAssertTrue(explanation.contains("your code stopped the program in the check 'backward: the task loss's dL/dlogits'"), report)
+        XCTAssertTrue(report.contains("Fatal error: Index out of range"), report)
+        XCTAssertTrue(report.contains("frame3 at /w/Sources/Exercises/Exercise1-SwitchRouter.swift:43"), report)
+        XCTAssertFalse(report.contains("libswiftCore"), "frames outside the student's files: \(report)")
+        XCTAssertLessThan(lines.count, 14, report)
     }
 }

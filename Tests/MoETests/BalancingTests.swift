@@ -195,7 +195,7 @@ final class BalancingTests: XCTestCase {
                     let r = route(z!)
                     return self.logitGradient(method.evaluate(routing: r, logits: z!), router: router, tokens: n)
                 })
-                print("\(what):\n\(report)")
+                note("\(what):\n\(report)")
                 assertGradientsMatch(report, what)
             }
         }
@@ -264,7 +264,7 @@ final class BalancingTests: XCTestCase {
                 _ = layer.forward(x!)
                 return layer.backward(r)
             })
-            print("MoELayer \(label):\n\(report)")
+            note("MoELayer \(label):\n\(report)")
             assertGradientsMatch(report, "MoELayer \(label)")
         }
     }
@@ -325,7 +325,7 @@ final class BalancingTests: XCTestCase {
                 if step % 100 == 99 { history.append(loadCV()) }
             }
             let after = loadCV()
-            print("k = \(k): load CV \(before) → \(history) ; bias \(balancing.bias)")
+            note("k = \(k): load CV \(before) → \(history) ; bias \(balancing.bias)")
             XCTAssertGreaterThan(before, 0.5, "k = \(k): the batch is skewed to begin with")
             XCTAssertLessThan(after, 0.25 * before, "k = \(k): the bias balanced the load")
             XCTAssertLessThan(balancing.bias[0], 0, "k = \(k): the overloaded expert's bias fell")

@@ -44,17 +44,22 @@ class CommandLineTestCase: XCTestCase {
                           Self.repositoryRoot.appendingPathComponent(".build/debug")]
             .map { $0.appendingPathComponent(Self.program) }
         guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw XCTSkip("\(Self.program) not built; looked in " + candidates.map(\.path).joined(separator: ", "))
+            throw XCTSkip("\(Self.program) not built (looked in " + candidates.map(\.path).joined(separator: ", ") +
+                          "); `swift build` builds it, and `swift test` builds it first")
         }
         return found
     }
 
     /// Runs the program with `arguments` in `directory` and waits at most `timeout` seconds.
+    /// `environment` adds to (or replaces entries of) the test's own environment.
     func run(_ arguments: [String], in directory: URL? = nil, timeout: TimeInterval = 120,
-             line: UInt = #line) throws -> Outcome {
+             environment: [String: String] = [:], line: UInt = #line) throws -> Outcome {
         let process = Process()
         process.executableURL = try executable()
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.currentDirectoryURL = directory ?? FileManager.default.temporaryDirectory
         let (out, err) = (Pipe(), Pipe())
         process.standardOutput = out

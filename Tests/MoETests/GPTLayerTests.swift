@@ -47,7 +47,7 @@ final class GPTLayerTests: XCTestCase {
         norm.bias.value = .uniform([6], low: -0.5, high: 0.5, rng: &rng)
         let x = Tensor.uniform([2, 3, 6], low: -2, high: 2, rng: &rng)   // rank 3: rows are (b, t)
         let report = GradientCheck.check(norm, input: x)
-        print(report)
+        note(report)
         assertGradientsMatch(report, "LayerNorm")
         XCTAssertEqual(report.entries.map(\.name), ["input", "weight", "bias"])
     }
@@ -72,7 +72,7 @@ final class GPTLayerTests: XCTestCase {
         let expInputs = (0..<n).map { Float(-87 + 175 * Double($0) / Double(n - 1)) }
         let expOut = lanes(expInputs, fastExp)
         let expError = zip(expInputs, expOut).map { abs(Double($1) / Foundation.exp(Double($0)) - 1) }.max()!
-        print(String(format: "fastTanh max abs error %.3e on [-20, 20]; fastExp max rel error %.3e on [-87, 88]",
+        note(String(format: "fastTanh max abs error %.3e on [-20, 20]; fastExp max rel error %.3e on [-87, 88]",
                      tanhError, expError))
         // A Float has 2⁻²⁴ ≈ 6e-8 relative spacing: allow a few units in the last place.
         XCTAssertLessThan(tanhError, 4e-7)
@@ -107,7 +107,7 @@ final class GPTLayerTests: XCTestCase {
             embed.backward(r)
             return Tensor.zeros([0])
         })
-        print(report)
+        note(report)
         assertGradientsMatch(report, "Embedding")
         // Token 4 never occurs, position 4 is beyond T = 4: both rows get exactly nothing.
         XCTAssertEqual(Array(embed.tokenTable.grad.data[16..<20]), [0, 0, 0, 0])
@@ -184,7 +184,7 @@ final class GPTLayerTests: XCTestCase {
         let layer = CausalSelfAttention(width: 8, heads: 2, rng: &rng)
         let x = Tensor.uniform([2, 5, 8], low: -1, high: 1, rng: &rng)
         let report = GradientCheck.check(layer, input: x)
-        print(report)
+        note(report)
         assertGradientsMatch(report, "CausalSelfAttention")
         XCTAssertEqual(report.entries.map(\.name), ["input", "qkv.weight", "qkv.bias", "proj.weight", "proj.bias"])
     }

@@ -36,7 +36,7 @@ final class GPTModelTests: XCTestCase {
             // A perturbation that flips a top-k choice makes L jump; the checker sees
             // that and skips the element (counted).
             let report = GradientCheck.check(block, input: x, epsilon: 3e-3, maxElements: 32)
-            print("block moe=\(moe)\n\(report)")
+            note("block moe=\(moe)\n\(report)")
             assertGradientsMatch(report, "TransformerBlock moe=\(moe)")
         }
     }
@@ -71,7 +71,7 @@ final class GPTModelTests: XCTestCase {
                 model.backward(ce.gradient)
                 return Tensor.zeros([0])
             })
-            print("GPT \(what)\n\(report)")
+            note("GPT \(what)\n\(report)")
             assertGradientsMatch(report, "GPT \(what)")
             XCTAssertEqual(report.entries.count, model.namedParameters.count)
         }

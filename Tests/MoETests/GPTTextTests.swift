@@ -1,18 +1,21 @@
 // The text side of gpt-moe: tokenizers (round trips, unknown input, saving),
 // BPE's chunking and training, token windows and the train/validation split,
 // the corpus loader and the synthetic corpus. Tiny Shakespeare is read from
-// ../shared/data/tinyshakespeare/input.txt when it is there (skipped when not).
+// ./data/tinyshakespeare or ../shared/data/tinyshakespeare when it is there
+// (skipped, with one line saying how to enable it, when not).
 import XCTest
 @testable import MoE
 
 final class GPTTextTests: XCTestCase {
-    static let shakespeare = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("../shared/data/tinyshakespeare/input.txt").standardizedFileURL
+    /// Where gpt-moe downloads it (./data/tinyshakespeare), else beside the clone.
+    static let candidates = ["data/tinyshakespeare/input.txt", "../shared/data/tinyshakespeare/input.txt"]
+        .map { TestData.root.appendingPathComponent($0).standardizedFileURL }
+    static let shakespeare = candidates.first { FileManager.default.fileExists(atPath: $0.path) } ?? candidates[0]
 
     private func requireShakespeare() throws -> String {
         guard FileManager.default.fileExists(atPath: Self.shakespeare.path) else {
-            throw XCTSkip("Tiny Shakespeare not found at \(Self.shakespeare.path)")
+            throw XCTSkip("Tiny Shakespeare not found in " + Self.candidates.map(\.path).joined(separator: " or ") +
+                          "; to run this test, run `swift run gpt-moe --steps 1` once (it downloads to ./data/tinyshakespeare)")
         }
         return try TextCorpus.load(Self.shakespeare).text
     }
@@ -104,7 +107,7 @@ final class GPTTextTests: XCTestCase {
         let ids = bpe.encode(text)   // the whole play, most of it unseen in training
         XCTAssertEqual(bpe.decode(ids), text)
         let bytesPerToken = Double(text.utf8.count) / Double(ids.count)
-        print("BPE 1000 trained on 100k characters: \(ids.count) tokens for \(text.utf8.count) bytes, \(bytesPerToken) bytes/token")
+        note("BPE 1000 trained on 100k characters: \(ids.count) tokens for \(text.utf8.count) bytes, \(bytesPerToken) bytes/token")
         // Whole common words become single tokens; 1,000 tokens should at least halve the length.
         XCTAssertGreaterThan(bytesPerToken, 2)
     }
@@ -240,6 +243,6 @@ final class GPTTextTests: XCTestCase {
             XCTAssertEqual(halves.count, 2, String(line))
             XCTAssertEqual(halves.first, halves.last, String(line))
         }
-        print(a.prefix(160))
+        note(a.prefix(160))
     }
 }

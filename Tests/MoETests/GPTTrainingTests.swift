@@ -44,9 +44,9 @@ final class GPTTrainingTests: XCTestCase {
         let total = counts.reduce(0, +)
         let held = trainer.validation.tokens[trainer.validation.range]
         let unigram = held.reduce(0.0) { $0 - Foundation.log(max(counts[$1], 0.5) / total) } / Double(held.count)
-        print(String(format: "unigram cross-entropy %.3f", unigram))
+        note(String(format: "unigram cross-entropy %.3f", unigram))
         _ = trainer.run(onEvaluation: { record, _ in
-            print(String(format: "step %3d  train %.3f  val %.3f  α·aux %.4f", record.step, record.trainLoss,
+            note(String(format: "step %3d  train %.3f  val %.3f  α·aux %.4f", record.step, record.trainLoss,
                          record.validationLoss, record.weightedAuxLoss))
         })
         let first = trainer.history.first!.validationLoss, best = trainer.bestValidationLoss

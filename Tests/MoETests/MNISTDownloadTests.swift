@@ -231,13 +231,60 @@ final class MNISTDownloadTests: XCTestCase {
         XCTAssertThrowsError(try MNISTDownload.downloadMissing(into: folder, mirrors: [URL(string: mirror)!],
                                                                timeout: 5)) { error in
             let message = "\(error)"
-            print("unreachable mirror message: \(message)")
+            note("unreachable mirror message: \(message)")
             XCTAssertFalse(message.contains("\n"))
             for part in ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", mirror, folder.path] {
                 XCTAssertTrue(message.contains(part), "\(part) not in: \(message)")
             }
             XCTAssertFalse(message.contains("train-labels"), "files already present are not reported")
         }
+    }
+
+    /// Every file's error is in the message, mirror by mirror, and each failed
+    /// attempt is reported to the progress callback as it fails; a mirror that
+    /// refuses the connection is not tried again for the other files.
+    func testEveryFilesErrorIsInTheMessageAndEachFailureIsReportedAsItHappens() throws {
+        let server = try MNISTDownloadTests.makeServer()
+        defer { server.stop() }
+        let folder = try makeTemporaryDataFolder("download")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let closed = try closedLoopbackPort()
+        let mirrors = [URL(string: "http://127.0.0.1:\(closed)/")!, URL(string: server.baseURL + "/corrupt/")!]
+        let lock = NSLock()
+        var failures: [String] = []
+        XCTAssertThrowsError(try MNISTDownload.downloadMissing(into: folder, mirrors: mirrors, timeout: 5) { p in
+            if let reason = p.failure { lock.lock(); failures.append("\(p.url.absoluteString): \(reason)"); lock.unlock() }
+        }) { error in
+            let message = "\(error)"
+            XCTAssertFalse(message.contains("\n"))
+            for file in MNIST.fileNames.map({ $0 + ".gz" }) {
+                XCTAssertTrue(message.contains("\(file) (http://127.0.0.1:\(closed)"), "\(file)'s errors: \(message)")
+            }
+            XCTAssertTrue(message.contains("HTTP 404"), message)
+            XCTAssertTrue(message.contains("not tried (connection refused for an earlier file)"), message)
+            XCTAssertTrue(message.contains("downloaded file rejected"), message)
+            XCTAssertFalse(message.contains("NSURLErrorDomain"), message)
+        }
+        // One report per failed attempt: the closed port once (then it is skipped
+        // for the other files, as "not tried" in the message), the corrupt mirror for all four.
+        XCTAssertEqual(failures.count, 1 + 4, "\(failures)")
+        XCTAssertEqual(failures.filter { $0.contains(":\(closed)/") }.count, 1, "\(failures)")
+    }
+
+    /// A server that accepts the connection and never answers: a readable
+    /// message after the (here short) timeout, not minutes of silence.
+    func testAServerThatNeverAnswersTimesOutWithAReadableMessage() throws {
+        let listener = socket(AF_INET, streamSocketType, 0)
+        defer { close(listener) }
+        guard listener >= 0, let port = bindToLoopback(listener), listen(listener, 8) == 0 else {
+            throw XCTSkip("cannot listen on 127.0.0.1 here")
+        }
+        // The kernel completes the handshake for the backlog; nobody ever reads or writes.
+        let start = Date()
+        XCTAssertThrowsError(try MNISTDownload.fetch(URL(string: "http://127.0.0.1:\(port)/x.gz")!, timeout: 0.5) { _, _ in }) {
+            XCTAssertTrue("\($0)".contains("no answer within 0.5 s"), "\($0)")
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10, "the timeout was not applied")
     }
 
     func testMirrorsComeFromTheEnvironmentAndOnlyMissingFilesAreFetched() throws {

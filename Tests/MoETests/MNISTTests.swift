@@ -1,4 +1,4 @@
-// Tests for the MNIST loader (MNIST.swift): the real files in ../shared/data/mnist
+// Tests for the MNIST loader (MNIST.swift): the real files where TestSupport.swift finds them
 // when they are there, and small generated folders for every way loading can fail.
 
 import XCTest
@@ -30,26 +30,18 @@ func writeSmallMNIST(to folder: URL, trainCount: Int = 5, testCount: Int = 3, ro
 }
 
 final class MNISTTests: XCTestCase {
-    /// ../shared/data/mnist from the repository root (this file is Tests/MoETests/MNISTTests.swift).
-    static let sharedMNIST = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("../shared/data/mnist").standardizedFileURL
-
     func testLoadsTheRealDataSet() throws {
-        let folder = MNISTTests.sharedMNIST
-        guard MNIST.missingFiles(in: folder).isEmpty else {
-            throw XCTSkip("MNIST not found in \(folder.path) (expected the four .gz files of shared/data/mnist)")
-        }
+        let folder = try TestData.requireMNIST()   // $MNIST_DIR, ./data/mnist or ../shared/data/mnist
         let gz = [UInt8](try Data(contentsOf: folder.appendingPathComponent("train-images-idx3-ubyte.gz")))
         let start = Date()
         let raw = try Gzip.decompress(gz)
-        print("gunzip train-images: \(gz.count) -> \(raw.count) bytes in "
+        note("gunzip train-images: \(gz.count) -> \(raw.count) bytes in "
               + String(format: "%.3f", Date().timeIntervalSince(start)) + " s")
         XCTAssertEqual(raw.count, 47_040_016)
 
         let loadStart = Date()
         let mnist = try MNIST.load(directory: folder)
-        print("MNIST.load (4 files, gunzip + parse + to Float): "
+        note("MNIST.load (4 files, gunzip + parse + to Float): "
               + String(format: "%.3f", Date().timeIntervalSince(loadStart)) + " s")
         XCTAssertEqual([mnist.train.count, mnist.test.count], [60000, 10000])
         for split in [mnist.train, mnist.test] {

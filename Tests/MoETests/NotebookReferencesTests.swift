@@ -142,7 +142,7 @@ final class NotebookReferencesTests: XCTestCase {
             broken += 1
             XCTFail("\(link.location): \(link.markdown) points at \(link.resolved.path), which does not exist")
         }
-        print("NotebookReferencesTests: \(links.count) relative links in Notebooks/*.md, \(links.count - broken) resolve")
+        note("NotebookReferencesTests: \(links.count) relative links in Notebooks/*.md, \(links.count - broken) resolve")
     }
 
     // MARK: - (b) named Swift declarations exist where the link says
@@ -178,7 +178,7 @@ final class NotebookReferencesTests: XCTestCase {
                 checkedNames += 1
             }
         }
-        print("NotebookReferencesTests: \(links.count) code links checked against \(cache.count) Swift files (\(checkedNames) names)")
+        note("NotebookReferencesTests: \(links.count) code links checked against \(cache.count) Swift files (\(checkedNames) names)")
     }
 
     // MARK: - (c) citations in the source name existing sections
@@ -221,7 +221,7 @@ final class NotebookReferencesTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(citations, 0, "no notebook citations found in Sources: is the pattern broken?")
-        print("NotebookReferencesTests: \(citations) section citations in \(files.count) Swift files under Sources, " +
+        note("NotebookReferencesTests: \(citations) section citations in \(files.count) Swift files under Sources, " +
               "against \(sections.values.reduce(0) { $0 + $1.count }) '## §N' headings in \(sections.count) notebooks")
     }
 
@@ -236,6 +236,6 @@ final class NotebookReferencesTests: XCTestCase {
             let intoSources = Self.links(in: name, text).filter { $0.isRelativePath && $0.resolved.path.hasPrefix(sources) }
             XCTAssertFalse(intoSources.isEmpty, "Notebooks/\(name) has no link into Sources/")
         }
-        print("NotebookReferencesTests: \(all.count) notebooks (\(all.map(\.name).joined(separator: ", "))), each non-empty with links into Sources")
+        note("NotebookReferencesTests: \(all.count) notebooks (\(all.map(\.name).joined(separator: ", "))), each non-empty with links into Sources")
     }
 }

@@ -36,7 +36,7 @@ final class PyTorchParityTests: XCTestCase {
         var diff: Float = 0
         for i in 0..<ours.count { diff = max(diff, abs(ours.data[i] - theirs.data[i])) }
         let head = { (t: Tensor) in t.data.prefix(3).map { String(format: "% .6f", $0) }.joined(separator: " ") }
-        print("\(name.padding(toLength: 32, withPad: " ", startingAt: 0)) swift [\(head(ours))]  torch [\(head(theirs))]  max diff \(String(format: "%.2e", diff))")
+        note("\(name.padding(toLength: 32, withPad: " ", startingAt: 0)) swift [\(head(ours))]  torch [\(head(theirs))]  max diff \(String(format: "%.2e", diff))")
         XCTAssertLessThanOrEqual(diff, tolerance, "\(name): max difference \(diff)", file: file, line: line)
     }
 

@@ -57,8 +57,9 @@ final class TerminalOutputTests: XCTestCase {
     private final class Harness {
         var written: [String] = []
         var now = 100.0
-        func bar(total: Int, isTerminal: Bool) -> ProgressBar {
-            ProgressBar(title: "epoch 1", total: total, isTerminal: isTerminal,
+        /// Wide by default, so these tests see the layout before any fitting (testEveryLineFitsTheWidth fits it).
+        func bar(total: Int, isTerminal: Bool, columns: Int = 200) -> ProgressBar {
+            ProgressBar(title: "epoch 1", total: total, isTerminal: isTerminal, columns: columns,
                         output: { self.written.append($0) }, clock: { self.now })
         }
     }
@@ -119,6 +120,42 @@ final class TerminalOutputTests: XCTestCase {
                 bar.finish()
             }
             XCTAssertFalse(harness.written.isEmpty)
+        }
+    }
+
+    /// Every line fits the width, in both modes, however long the title and
+    /// status: the bar narrows, the estimate goes, then the status is cut.
+    func testEveryLineFitsTheWidth() {
+        let status = "loss 0.4123 aux 1.234 train 88.10% test 90.12% and a great deal more text than fits"
+        for columns in [80, 60, 40] {
+            for isTerminal in [true, false] {
+                var written: [String] = []
+                var now = 0.0
+                let bar = ProgressBar(title: "MoE   epoch 12/30", total: 79, isTerminal: isTerminal, columns: columns,
+                                      output: { written.append($0) }, clock: { now })
+                for step in 1...79 { now += 0.1; bar.update(step, status: step < 40 ? "loss 0.5" : status) }
+                bar.finish(status: status)
+                for piece in written {
+                    for line in piece.split(whereSeparator: { $0 == "\r" || $0 == "\n" }) {
+                        XCTAssertLessThan(line.count, columns, "\(columns) columns, terminal \(isTerminal): \(line)")
+                    }
+                }
+                XCTAssertTrue(written.joined().contains("…"), "the long status was cut")
+                XCTAssertTrue(written.joined().contains("40/79"), "the count survives the cut while the loop runs")
+            }
+        }
+        // Short enough: nothing is cut, and the full bar is drawn.
+        var written: [String] = []
+        let bar = ProgressBar(title: "epoch 1", total: 10, isTerminal: true, columns: 80,
+                              output: { written.append($0) }, clock: { 0 })
+        bar.update(10, status: "loss 0.5")
+        XCTAssertTrue(written.last!.contains("[########################]  10/10  loss 0.5"), written.last!)
+    }
+
+    func testTheWidthIs80WhenUnknown() {
+        // Under `swift test` standard output is a pipe, not a terminal.
+        if !ProgressBar.stdoutIsTerminal && ProcessInfo.processInfo.environment["COLUMNS"] == nil {
+            XCTAssertEqual(ProgressBar.terminalColumns, 80)
         }
     }
 }

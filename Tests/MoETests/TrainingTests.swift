@@ -1,5 +1,5 @@
 // Tests for the training loop (Trainer.swift), checkpoints (Checkpoint.swift)
-// and the routing report, on the real MNIST of ../shared/data/mnist.
+// and the routing report, on the real MNIST ($MNIST_DIR, ./data/mnist or ../shared/data/mnist).
 //
 // Four groups, each answering one question a reader of Part 3 would ask:
 //   * Does it learn?      A short real run of each model must clear 85% test
@@ -25,14 +25,9 @@ import XCTest
 
 /// The real data set, loaded once for every test in this file (about a second).
 private enum SharedMNIST {
-    /// ../shared/data/mnist from the repository root (this file is Tests/MoETests/TrainingTests.swift).
-    static let folder = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("../shared/data/mnist").standardizedFileURL
-
     /// nil when the files are absent (the tests skip); a failure when they are there but do not load.
-    static let loaded: Result<MNIST, Error>? = MNIST.missingFiles(in: folder).isEmpty
-        ? Result { try MNIST.load(directory: folder) } : nil
+    /// Where: $MNIST_DIR, ./data/mnist or ../shared/data/mnist (TestSupport.swift).
+    static let loaded: Result<MNIST, Error>? = TestData.mnistFolder.map { folder in Result { try MNIST.load(directory: folder) } }
 }
 
 final class TrainingTests: XCTestCase {
@@ -42,7 +37,7 @@ final class TrainingTests: XCTestCase {
     /// The shared MNIST, or a skip when it is not on this machine.
     private func mnist() throws -> MNIST {
         guard let loaded = SharedMNIST.loaded else {
-            throw XCTSkip("MNIST not found in \(SharedMNIST.folder.path) (expected the four .gz files of shared/data/mnist)")
+            throw TestData.mnistSkip
         }
         return try loaded.get()
     }
@@ -151,7 +146,7 @@ final class TrainingTests: XCTestCase {
             let start = Date()
             let trainer = train(model, on: trainSet, epochs: 3)
             let accuracy = Trainer.accuracy(of: model, on: testSet)
-            print("\(model.name): 3 epochs on 5,000 images: train loss "
+            note("\(model.name): 3 epochs on 5,000 images: train loss "
                   + trainer.history.map { String(format: "%.4f", $0.trainLoss) }.joined(separator: " → ")
                   + String(format: ", test accuracy %.2f%%, %.2f s", 100 * accuracy, Date().timeIntervalSince(start)))
 
@@ -338,7 +333,7 @@ final class TrainingTests: XCTestCase {
         let model = makeMoE(seed: 0)
         let before = bits(model)
         let message = expectSafetensorsError("missing tensor") { try Checkpoint.loadWeights(into: model, from: url) }
-        print("missing tensor: \(message)")
+        note("missing tensor: \(message)")
         XCTAssertTrue(message.hasPrefix(url.path + ": "), "names the file: \(message)")
         XCTAssertTrue(message.contains("no tensor 'output_proj.bias'"), "names the tensor: \(message)")
         XCTAssertEqual(bits(model), before, "a failed load changed the model")
@@ -354,7 +349,7 @@ final class TrainingTests: XCTestCase {
         let model = makeMoE(seed: 0)
         let before = bits(model)
         let message = expectSafetensorsError("wrong shape") { try Checkpoint.loadWeights(into: model, from: url) }
-        print("wrong shape: \(message)")
+        note("wrong shape: \(message)")
         XCTAssertEqual(message, "\(url.path): tensor 'moe.gating.gate.weight' has shape [4, 256], expected [8, 256]")
         // input_proj.* precede the gate in the file and match in shape; they must not have been loaded either.
         XCTAssertEqual(bits(model), before, "a failed load changed the model")
@@ -375,14 +370,14 @@ final class TrainingTests: XCTestCase {
         let weightsMessage = expectSafetensorsError("dense weights into MoE") {
             try Checkpoint.loadWeights(into: moe.model, from: weightsURL)
         }
-        print("dense weights into MoE: \(weightsMessage)")
+        note("dense weights into MoE: \(weightsMessage)")
         XCTAssertTrue(weightsMessage.contains("no tensor 'moe.gating.gate.weight'"), weightsMessage)
         XCTAssertTrue(weightsMessage.contains("'ffn.net.0.weight'"), "lists what the file holds: \(weightsMessage)")
 
         let stateMessage = expectSafetensorsError("dense training state into MoE") {
             try Checkpoint.restoreTrainingState(moe, from: stateURL)
         }
-        print("dense training state into MoE: \(stateMessage)")
+        note("dense training state into MoE: \(stateMessage)")
         XCTAssertTrue(stateMessage.contains("'dense'") && stateMessage.contains("'moe'"), stateMessage)
 
         XCTAssertEqual(bits(moe.model), before)
@@ -403,7 +398,7 @@ final class TrainingTests: XCTestCase {
         let message = expectSafetensorsError("weights-only file") {
             try Checkpoint.restoreTrainingState(trainer, from: url)
         }
-        print("weights-only file: \(message)")
+        note("weights-only file: \(message)")
         XCTAssertTrue(message.hasPrefix(url.path + ": "), message)
         XCTAssertTrue(message.contains("no training state") && message.contains("not a resume checkpoint"),
                       "should say the file holds no training state, got: \(message)")

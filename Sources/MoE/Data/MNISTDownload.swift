@@ -33,8 +33,14 @@ public struct DownloadError: Error, CustomStringConvertible {
     public let failures: [String]
 
     public var description: String {
-        let last = failures.last.map { " (last error: \($0))" } ?? ""
-        return "could not download \(missingFiles.joined(separator: ", "))\(last); download "
+        // Every file's own errors, mirror by mirror: the first mirror's reason is
+        // often not the last one's, and either may be the one to fix.
+        let perFile = missingFiles.map { file -> String in
+            let reasons = failures.filter { $0.contains("/" + file + ": ") }
+                .map { $0.replacingOccurrences(of: "/" + file + ": ", with: ": ") }
+            return reasons.isEmpty ? file : "\(file) (\(reasons.joined(separator: "; ")))"
+        }
+        return "could not download \(perFile.joined(separator: ", ")); download "
             + (missingFiles.count == 1 ? "it" : "them") + " from "
             + mirrors.map(\.absoluteString).joined(separator: " or ")
             + " and put " + (missingFiles.count == 1 ? "it" : "them") + " in \(directory.path)"
@@ -70,6 +76,9 @@ public enum MNISTDownload {
         public let bytesReceived: Int
         /// The size the server announced (Content-Length), if it did.
         public let bytesExpected: Int?
+        /// Set on the last report of an attempt that failed: why (the next
+        /// mirror is tried after it). nil while data arrives, and on success.
+        public var failure: String? = nil
     }
 
     /// The mirrors to use: `override` if given and not empty, else the
@@ -91,7 +100,9 @@ public enum MNISTDownload {
     /// - Parameters:
     ///   - mirrors: base URLs to try; nil means `MNIST_MIRRORS` or the defaults.
     ///   - timeout: seconds a request may stall before it fails; a whole file
-    ///     may take ten times as long.
+    ///     may take ten times as long. A mirror that never answers (refused,
+    ///     unknown host, or silent for `timeout`) is not tried again for the
+    ///     remaining files, so a dead mirror costs one timeout, not four.
     ///   - progress: called as bytes arrive, from a background thread.
     /// - Returns: the file names downloaded (empty when nothing was missing).
     /// - Throws: `DownloadError` if some file could not be fetched from any
@@ -99,7 +110,7 @@ public enum MNISTDownload {
     @discardableResult
     public static func downloadMissing(into directory: URL, mirrors: [URL]? = nil,
                                        environment: [String: String] = ProcessInfo.processInfo.environment,
-                                       timeout: TimeInterval = 30,
+                                       timeout: TimeInterval = 20,
                                        progress: ((Progress) -> Void)? = nil) throws -> [String] {
         let missing = MNIST.missingFiles(in: directory)
         guard !missing.isEmpty else { return [] }
@@ -110,6 +121,7 @@ public enum MNISTDownload {
         }
 
         let bases = self.mirrors(override: mirrors, environment: environment)
+        var unreachable: [URL: String] = [:]   // mirror → why it is skipped for the remaining files
         var downloaded: [String] = []
         var stillMissing: [String] = []
         var failures: [String] = []
@@ -118,15 +130,24 @@ public enum MNISTDownload {
             var done = false
             for base in bases where !done {
                 let url = fileURL(base: base, file: file)
+                if let reason = unreachable[base] {
+                    failures.append("\(url.absoluteString): not tried (\(reason) for an earlier file)")
+                    continue
+                }
+                var received = 0, expected: Int? = nil
                 do {
-                    let bytes = try fetch(url, timeout: timeout) { received, expected in
-                        progress?(Progress(file: file, url: url, bytesReceived: received, bytesExpected: expected))
+                    let bytes = try fetch(url, timeout: timeout) { r, e in
+                        received = r; expected = e
+                        progress?(Progress(file: file, url: url, bytesReceived: r, bytesExpected: e))
                     }
                     try validate(bytes, name: name)
                     try AtomicFile.write(Data(bytes), to: directory.appendingPathComponent(file))
                     done = true
                 } catch {
+                    if let attempt = error as? AttemptError, attempt.unreachable { unreachable[base] = attempt.description }
                     failures.append("\(url.absoluteString): \(error)")
+                    progress?(Progress(file: file, url: url, bytesReceived: received, bytesExpected: expected,
+                                       failure: "\(error)"))
                 }
             }
             if done { downloaded.append(file) } else { stillMissing.append(file) }
@@ -147,6 +168,9 @@ public enum MNISTDownload {
     /// Why one attempt failed, for `DownloadError.failures`.
     struct AttemptError: Error, CustomStringConvertible {
         let description: String
+        /// The server never answered (refused, not found, or silent): later
+        /// files skip this mirror instead of waiting for it again.
+        var unreachable = false
     }
 
     /// Gunzips and parses the bytes as the IDX file `name` should be.
@@ -176,20 +200,54 @@ public enum MNISTDownload {
         request.timeoutInterval = timeout
         let task = session.dataTask(with: request)
         task.resume()
-        // URLSession enforces the timeouts; this wait is a backstop in case it does not.
-        guard receiver.finished.wait(timeout: .now() + timeout * 10 + 5) == .success else {
-            task.cancel()
-            throw AttemptError(description: "timed out")
+        // URLSession's own timeouts are not enforced alike on every platform (a
+        // server that accepts the connection and never answers held a request
+        // for minutes), so this loop enforces both: `timeout` seconds without a
+        // byte, `timeout` × 10 for the whole file.
+        let start = Date()
+        while receiver.finished.wait(timeout: .now() + min(0.1, timeout)) != .success {
+            let silent = Date().timeIntervalSince(receiver.lastActivity ?? start)
+            if silent > timeout || Date().timeIntervalSince(start) > timeout * 10 {
+                task.cancel()
+                let neverAnswered = receiver.lastActivity == nil
+                throw AttemptError(description: silent > timeout
+                    ? (neverAnswered ? "no answer within \(seconds(timeout))"
+                                     : "the server stopped sending for \(seconds(timeout))")
+                    : "not finished within \(seconds(timeout * 10))", unreachable: neverAnswered)
+            }
         }
         if let status = receiver.statusCode, status != 200 { throw AttemptError(description: "HTTP \(status)") }
         if receiver.tooLarge { throw AttemptError(description: "response larger than \(maxDownloadBytes) bytes") }
-        if let error = receiver.error { throw AttemptError(description: error.localizedDescription) }
+        if let error = receiver.error {
+            let code = (error as? URLError)?.code
+            let unreachable = [.cannotConnectToHost, .cannotFindHost, .dnsLookupFailed, .notConnectedToInternet]
+                .contains(code) || (code == .timedOut && receiver.lastActivity == nil)
+            throw AttemptError(description: readable(error, timeout: timeout), unreachable: unreachable)
+        }
         return [UInt8](receiver.body)
+    }
+
+    /// "12 s", "0.5 s".
+    static func seconds(_ t: TimeInterval) -> String { String(format: "%g s", t) }
+
+    /// A URLSession error in words ("NSURLErrorDomain error -1001" says nothing to a reader).
+    static func readable(_ error: Error, timeout: TimeInterval) -> String {
+        guard let url = error as? URLError else { return error.localizedDescription }
+        switch url.code {
+        case .timedOut: return "no answer within \(seconds(timeout))"
+        case .cannotConnectToHost: return "connection refused"
+        case .cannotFindHost, .dnsLookupFailed: return "host not found"
+        case .notConnectedToInternet: return "no network connection"
+        case .networkConnectionLost: return "the connection dropped"
+        case .secureConnectionFailed, .serverCertificateUntrusted, .serverCertificateHasBadDate:
+            return "TLS failed (\(url.localizedDescription))"
+        default: return url.localizedDescription
+        }
     }
 
     /// Collects one response. URLSession calls these methods one at a time on
     /// its delegate queue, and `fetch` reads the fields only after `finished`
-    /// is signalled, so no lock is needed: hence `@unchecked Sendable`.
+    /// is signalled — except `lastActivity`, which has its lock: hence `@unchecked Sendable`.
     final class Receiver: NSObject, URLSessionDataDelegate, @unchecked Sendable {
         let progress: (Int, Int?) -> Void
         let finished = DispatchSemaphore(value: 0)
@@ -198,11 +256,17 @@ public enum MNISTDownload {
         var statusCode: Int?
         var tooLarge = false
         var error: Error?
+        /// When the server last sent something (read by `fetch` while it waits, hence the lock).
+        private let lock = NSLock()
+        private var lastActivityTime: Date?
+        var lastActivity: Date? { lock.lock(); defer { lock.unlock() }; return lastActivityTime }
+        private func touch() { lock.lock(); lastActivityTime = Date(); lock.unlock() }
 
         init(progress: @escaping (Int, Int?) -> Void) { self.progress = progress }
 
         func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
                         completionHandler: @escaping (URLSession.ResponseDisposition) -> Void) {
+            touch()
             statusCode = (response as? HTTPURLResponse)?.statusCode
             expected = response.expectedContentLength >= 0 ? Int(response.expectedContentLength) : nil
             tooLarge = (expected ?? 0) > MNISTDownload.maxDownloadBytes
@@ -210,6 +274,7 @@ public enum MNISTDownload {
         }
 
         func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+            touch()
             body.append(data)
             if body.count > MNISTDownload.maxDownloadBytes {
                 tooLarge = true

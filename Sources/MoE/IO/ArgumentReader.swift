@@ -64,3 +64,64 @@ public struct ArgumentReader {
         return v
     }
 }
+
+// MARK: - Near misses
+
+extension UsageError {
+    /// "unknown option '--epoch'; did you mean --epochs?" — the suggestion is
+    /// the closest of `known` when it is a near miss (see `nearMiss`).
+    public static func unknownOption(_ flag: String, known: [String]) -> UsageError {
+        var text = "unknown option '\(flag)'"
+        if !flag.hasPrefix("-") && known.contains("--" + flag) {
+            text += "; did you mean --\(flag)?"
+        } else if let guess = nearMiss(flag, in: known) {
+            text += "; did you mean \(guess)?"
+        }
+        return UsageError(text)
+    }
+
+    /// The one line a program prints for a usage error: the message and where
+    /// the whole usage is (never the whole usage: 60–80 lines bury the message).
+    public static func line(program: String, _ error: Error) -> String {
+        "\(program): \(error) (\(program) --help lists every option)"
+    }
+}
+
+/// Every `--flag` a usage text mentions, for `UsageError.unknownOption`: the
+/// help text is the list of what a program accepts, so the two cannot drift.
+public func flags(inUsage usage: String) -> [String] {
+    var found: [String] = [], seen = Set<String>()
+    var word = ""
+    for ch in usage + " " {
+        if ch == "-" || ch.isLetter || ch.isNumber { word.append(ch); continue }
+        if word.hasPrefix("--") && word.count > 2 && word.dropFirst(2).first?.isLetter == true && seen.insert(word).inserted {
+            found.append(word)
+        }
+        word = ""
+    }
+    return found
+}
+
+/// The word of `candidates` closest to `word` by edit distance (insertions,
+/// deletions, substitutions, each 1), when it is close enough to be a typo:
+/// at most 2 edits, and fewer than a third of the word's letters. nil otherwise.
+public func nearMiss(_ word: String, in candidates: [String]) -> String? {
+    let w = Array(word)
+    var best: (String, Int)? = nil
+    for candidate in candidates {
+        let c = Array(candidate)
+        // The classic dynamic programme, one row at a time.
+        var previous = Array(0...c.count)
+        for i in 1...max(w.count, 1) where !w.isEmpty {
+            var row = [i] + [Int](repeating: 0, count: c.count)
+            for j in 1..<(c.count + 1) {
+                row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (w[i - 1] == c[j - 1] ? 0 : 1))
+            }
+            previous = row
+        }
+        let distance = w.isEmpty ? c.count : previous[c.count]
+        if best == nil || distance < best!.1 { best = (candidate, distance) }
+    }
+    guard let (candidate, distance) = best, distance > 0, distance <= 2, 3 * distance < max(w.count, 1) else { return nil }
+    return candidate
+}

@@ -12,6 +12,13 @@
 //     near-identical lines glued together with carriage returns. There we
 //     write a plain line every 10% and one at the end.
 //
+// Either way a line must fit the terminal's width. A redrawn line one column
+// too wide wraps, `\r` then returns only to the start of the second row, and
+// every redraw leaves a row behind: a "staircase" of hundreds of rows per
+// epoch. So every line is fitted to the width (the terminal's, from
+// TIOCGWINSZ or $COLUMNS; 80 when unknown, as in a log): the bar narrows
+// first, then the time-left estimate goes, then the status is cut with "…".
+//
 // Tables right-align numbers, so that digits of equal place value line up
 // and a column of accuracies can be compared by eye, and left-align words.
 //
@@ -127,6 +134,19 @@ public final class ProgressBar {
     /// Whether standard output is a terminal (rather than a file or a pipe).
     public static var stdoutIsTerminal: Bool { isatty(STDOUT_FILENO) != 0 }
 
+    /// The width lines are fitted to: the terminal's columns when standard
+    /// output is one, else $COLUMNS, else 80.
+    public static var terminalColumns: Int {
+        var size = winsize()
+        if stdoutIsTerminal && ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col >= 20 {
+            return Int(size.ws_col)
+        }
+        if let text = ProcessInfo.processInfo.environment["COLUMNS"], let columns = Int(text), columns >= 20 {
+            return columns
+        }
+        return 80
+    }
+
     /// Writes `text` to standard output and flushes it, so it shows immediately
     /// even though there is no newline.
     public static func writeToStandardOutput(_ text: String) {
@@ -137,6 +157,9 @@ public final class ProgressBar {
     public let title: String
     public let total: Int
     public let isTerminal: Bool
+    /// Every line written is at most `columns − 1` characters (the last column
+    /// stays free: a terminal may wrap on writing it).
+    public let columns: Int
     /// Off a terminal, also write a line at each 10% (off for short loops such
     /// as a training epoch, where one line per loop is enough).
     public var reportsTenths = true
@@ -158,12 +181,15 @@ public final class ProgressBar {
     ///   - isTerminal: redraw in place (`true`) or write plain lines (`false`).
     ///   - output: where text goes; tests pass a closure that collects it.
     ///   - clock: seconds on a monotonic clock; tests pass a fake one.
+    ///   - columns: the width to fit lines to (the terminal's; 80 when unknown).
     public init(title: String, total: Int, isTerminal: Bool = ProgressBar.stdoutIsTerminal,
+                columns: Int = ProgressBar.terminalColumns,
                 output: @escaping (String) -> Void = ProgressBar.writeToStandardOutput,
                 clock: @escaping () -> Double = { ProcessInfo.processInfo.systemUptime }) {
         self.title = title
         self.total = total
         self.isTerminal = isTerminal
+        self.columns = max(20, columns)
         self.output = output
         self.clock = clock
         self.startTime = clock()
@@ -182,8 +208,9 @@ public final class ProgressBar {
             let tenth = total > 0 ? self.done * 10 / total : 10
             guard reportsTenths, tenth > lastTenthReported, tenth < 10 else { return }  // 100% is finish's line
             lastTenthReported = tenth
-            output("\(title): \(tenth * 10)% (\(self.done)/\(total))\(spaced(status))"
-                   + "  \(ProgressBar.clockText(now - startTime)) elapsed\n")
+            let head = "\(title): \(tenth * 10)% (\(self.done)/\(total))", time = ProgressBar.clockText(now - startTime)
+            output(fit([head + spaced(status) + "  \(time) elapsed", head + spaced(status) + "  " + time],
+                       cutting: head, status, "  " + time) + "\n")
         }
     }
 
@@ -196,24 +223,48 @@ public final class ProgressBar {
             redraw(status: status, now: now, final: true)
             output("\n")
         } else {
-            output("\(title): \(done)/\(total) in \(ProgressBar.clockText(now - startTime))\(spaced(status))\n")
+            let clock = ProgressBar.clockText(now - startTime)
+            let head = "\(title): \(done)/\(total) in \(clock)"
+            // Without the count if need be: a finished loop's title usually says its range.
+            output(fit([head + spaced(status), "\(title): in \(clock)" + spaced(status)],
+                       cutting: "\(title): in \(clock)", status, "") + "\n")
         }
+    }
+
+    /// The first of `candidates` (most complete first) that fits in
+    /// `columns − 1`, else `head + status + tail` with the status cut short by "…".
+    private func fit(_ candidates: [String], cutting head: String, _ status: String, _ tail: String) -> String {
+        let limit = columns - 1
+        if let line = candidates.first(where: { $0.count <= limit }) { return line }
+        let room = limit - head.count - tail.count - 3   // "  " before the status, "…" after it
+        guard room > 0, !status.isEmpty else { return String((head + tail).prefix(limit)) }
+        return head + "  " + status.prefix(room) + "…" + tail
     }
 
     private func redraw(status: String, now: Double, final: Bool = false) {
         let fraction = total > 0 ? Double(done) / Double(total) : 1
-        let width = 24
-        let filled = Int((fraction * Double(width)).rounded(.down))
-        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        func bar(_ width: Int) -> String {
+            let filled = Int((fraction * Double(width)).rounded(.down))
+            return "  [" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled) + "]"
+        }
         let elapsed = now - startTime
         // Time left assumes the remaining steps go as fast as the ones so far.
         let remaining = done > 0 ? ProgressBar.clockText(elapsed / Double(done) * Double(total - done)) : "?"
-        let times = final ? "\(ProgressBar.clockText(elapsed))"
-                          : "\(ProgressBar.clockText(elapsed)) elapsed, \(remaining) left"
-        let line = "\(title)  [\(bar)]  \(done)/\(total)\(spaced(status))  \(times)"
+        let clock = ProgressBar.clockText(elapsed)
+        let times = final ? clock : "\(clock) elapsed, \(remaining) left"
+        let counts = "  \(done)/\(total)"
+        // Most complete first: a 24-wide bar, shorter time words, narrower
+        // bars, the elapsed time alone, then no bar (a finished bar is full anyway).
+        let shortTimes = final ? clock : "\(clock), \(remaining) left"
+        var candidates = [title + bar(24) + counts + spaced(status) + "  " + times]
+        candidates += [24, 16, 10].map { title + bar($0) + counts + spaced(status) + "  " + shortTimes }
+        if !final { candidates.append(title + bar(10) + counts + spaced(status) + "  " + clock) }
+        candidates.append(title + counts + spaced(status) + "  " + clock)
+        if final { candidates.append(title + spaced(status) + "  " + clock) }
+        let line = fit(candidates, cutting: title + counts, status, "  " + clock)
         // `\r` returns to the start of the line; spaces then erase the tail of a
-        // longer previous line. (A line wider than the terminal wraps, and the
-        // redraw then starts a new row: keep status text short.)
+        // longer previous line. (Fitted above, the line never wraps, so `\r`
+        // always returns to its start.)
         let erase = String(repeating: " ", count: max(0, lastLineLength - line.count))
         lastLineLength = line.count
         output("\r" + line + erase)

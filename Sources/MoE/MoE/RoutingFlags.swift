@@ -48,8 +48,9 @@ public struct RoutingFlags {
             record("\(alpha)") { $0.auxWeight = alpha }
         case "--router":
             let router = try args.value(flag)
-            guard RoutingSetup.routers.contains(router) else {
-                throw bad("--router must be one of \(RoutingSetup.routers.joined(separator: ", ")), got '\(router)'")
+            guard RouterRegistry.allNames.contains(router) else {
+                let guess = nearMiss(router, in: RouterRegistry.allNames).map { "; did you mean \($0)?" } ?? ""
+                throw bad("--router must be one of \(RouterRegistry.allNames.joined(separator: ", ")), got '\(router)'\(guess)")
             }
             record(router) { $0.router = router }
         case "--order":
@@ -146,7 +147,10 @@ public struct RoutingFlags {
                          (default \(auxWeight))
       --router R         topk (default), switch (top-1, output scaled by its probability),
                          noisy (noisy top-k, Shazeer 2017), expert-choice (Zhou 2022),
-                         deepseek (sigmoid scores, group-limited top-k, DeepSeek-V3)
+                         deepseek (sigmoid scores, group-limited top-k, DeepSeek-V3),
+                         or a registered one: the exercises' and your own
+                         (Sources/Exercises/YourSubmission.swift):
+    \(RouterRegistry.usage)
       --order O          softmax-topk (default) or topk-softmax (softmax over the chosen logits)
       --no-renormalize   top-k weights are the raw probabilities, not rescaled to sum to 1
       --gate-noise N     learned (eps * softplus(noise_weights) added to the logits in

@@ -115,8 +115,8 @@ public struct RoutingSetup: Equatable {
                 throw bad(flag, field, "must be in \(range.lowerBound)...\(range.upperBound), got \(value)")
             }
         }
-        guard RoutingSetup.routers.contains(router) else {
-            throw bad("--router", "router", "must be one of \(RoutingSetup.routers.joined(separator: ", ")), got '\(router)'")
+        guard RouterRegistry.allNames.contains(router) else {
+            throw bad("--router", "router", "must be one of \(RouterRegistry.allNames.joined(separator: ", ")), got '\(router)'")
         }
         for m in balancing where !RoutingSetup.balancingMethods.contains(m) {
             throw bad("--balance", "balancing", "each method must be one of \(RoutingSetup.balancingMethods.joined(separator: ", ")), got '\(m)'")
@@ -179,7 +179,9 @@ public struct RoutingSetup: Equatable {
             return DeepSeekV3Router(experts: experts, k: k, groups: groups, topGroups: topGroups,
                                     routedScaling: routedScaling)
         default:
-            preconditionFailure("RoutingSetup: unknown router '\(router)'")
+            // A router registered by the program (RouterRegistry.swift).
+            guard let entry = RouterRegistry.entry(router) else { preconditionFailure("RoutingSetup: unknown router '\(router)'") }
+            return entry.make(RouterRequest(experts: experts, k: k, modelDim: modelDim, seed: seed))
         }
     }
 

@@ -1,0 +1,27 @@
+// Usage errors (ArgumentReader.swift): one line, and a guess for a near miss.
+import XCTest
+@testable import MoE
+
+final class ArgumentReaderTests: XCTestCase {
+    func testNearMissesAreGuessedAndFarOnesAreNot() {
+        let known = ["--epochs", "--experts", "--expert-hidden", "--train-size", "--lr", "--help"]
+        XCTAssertEqual(nearMiss("--epoch", in: known), "--epochs")          // a letter missing
+        XCTAssertEqual(nearMiss("--epcohs", in: known), "--epochs")         // two swapped
+        XCTAssertEqual(nearMiss("--trainsize", in: known), "--train-size")
+        XCTAssertEqual(nearMiss("--expert", in: known), "--experts")
+        XCTAssertNil(nearMiss("--bogus", in: known), "not a typo of anything")
+        XCTAssertNil(nearMiss("--l", in: known), "too short to guess from")
+        XCTAssertNil(nearMiss("--epochs", in: known), "a known word is no near miss")
+        XCTAssertEqual("\(UsageError.unknownOption("epochs", known: known))", "unknown option 'epochs'; did you mean --epochs?")
+        XCTAssertEqual("\(UsageError.unknownOption("--bogus", known: known))", "unknown option '--bogus'")
+        XCTAssertEqual(UsageError.line(program: "mnist-moe", UsageError("x")), "mnist-moe: x (mnist-moe --help lists every option)")
+    }
+
+    func testTheFlagsOfAUsageText() {
+        let usage = """
+          --epochs N         passes (default 30); --no-shuffle keeps the order
+          -h, --help         this text ($MNIST_DIR, --data-dir)
+        """
+        XCTAssertEqual(flags(inUsage: usage), ["--epochs", "--no-shuffle", "--help", "--data-dir"])
+    }
+}
