@@ -167,14 +167,16 @@ func runGenerate(_ o: Options) throws {
     let prefillStart = Date()
     var logits = try model.forward(ids, lastOnly: true).logits
     let prefillSeconds = Date().timeIntervalSince(prefillStart)
-    var generated: [Int] = [], printed = 0
+    // Stream by decoding prompt + continuation and printing what is new, so a
+    // token's leading space (metaspace "▁") and multi-byte characters come out right.
+    var generated: [Int] = [], printed = tokenizer.decode(ids).unicodeScalars.count
     let decodeStart = Date()
     var decodeSteps = 0
     for step in 0..<o.maxTokens {
         let next = sampler.next(logits)
         if model.config.eosTokenIDs.contains(next) { break }
         generated.append(next)
-        out.write(Data(tokenizer.decodeIncrement(generated, printedCount: &printed).utf8))
+        out.write(Data(tokenizer.decodeIncrement(ids + generated, printedCount: &printed).utf8))
         if step + 1 < o.maxTokens {
             logits = try model.forward([next], lastOnly: true).logits
             decodeSteps += 1

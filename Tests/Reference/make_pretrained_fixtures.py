@@ -14,7 +14,9 @@ tokens <0x00>..<0xFF>, BOS added). Then it records, in FAMILY/reference.json:
   * for a few prompts: the token ids, the logits [T][V], the router logits of
     every MoE layer [L][T][E], the experts chosen [L][T][K] (in torch.topk's
     order, best first) and a greedy continuation of 8 tokens;
-  * the same for the BF16 weights, run in F32 (FAMILY-bf16/reference.json);
+  * the same for the BF16 weights, run in F32 (FAMILY-bf16/reference.json),
+    and for olmoe also F16 weights saved in shards with an index
+    (olmoe-f16-sharded/);
   * the tokenizer's ids (and decoding) of a sample with Unicode, emoji,
     digits and runs of whitespace.
 
@@ -209,9 +211,29 @@ def make(family, kind):
         with open(os.path.join(path, "reference.json"), "w", encoding="utf-8") as f:
             json.dump(ref, f, ensure_ascii=False, separators=(",", ":"))
         os.remove(os.path.join(path, "generation_config.json")) if os.path.exists(os.path.join(path, "generation_config.json")) else None
+    if family == "olmoe":
+        # F16, sharded: the same weights rounded to F16, saved in shards of at most 100 KB
+        # with a model.safetensors.index.json, and transformers' F32 run on them.
+        f16 = transformers.AutoModelForCausalLM.from_config(config).eval()
+        f16.load_state_dict(model.state_dict())
+        f16 = f16.to(torch.float16)
+        as_f32 = transformers.AutoModelForCausalLM.from_config(config).float().eval()
+        as_f32.load_state_dict({k: v.float() for k, v in f16.state_dict().items()})
+        prompts_f16, worst_f16 = reference(as_f32, tok, None)
+        print(f"{family}-f16-sharded: smallest margin {worst_f16:.3e}")
+        assert worst_f16 >= MARGIN
+        path = os.path.join(OUT, family + "-f16-sharded")
+        shutil.rmtree(path, ignore_errors=True)
+        f16.save_pretrained(path, max_shard_size="100KB")
+        tok.save(os.path.join(path, "tokenizer.json"))
+        ref = dict(family=family, transformers=transformers.__version__, seed=seed, prompts=prompts_f16)
+        with open(os.path.join(path, "reference.json"), "w", encoding="utf-8") as f:
+            json.dump(ref, f, ensure_ascii=False, separators=(",", ":"))
+        os.remove(os.path.join(path, "generation_config.json")) if os.path.exists(os.path.join(path, "generation_config.json")) else None
 
 
 if __name__ == "__main__":
+    shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT, exist_ok=True)
     make("mixtral", "metaspace")
     make("olmoe", "neox")

@@ -366,7 +366,8 @@ public final class HubTokenizer {
         }
     }
 
-    /// The text one more token adds, for streaming: decode(all) minus decode(all but the last).
+    /// For streaming: the text of `ids` past the first `printedCount` scalars
+    /// already shown, and the new count. Start with decode(prompt)'s count.
     public func decodeIncrement(_ ids: [Int], printedCount: inout Int) -> String {
         let text = decode(ids)
         // Hold back an unfinished UTF-8 character (shown as U+FFFD at the end) until it completes.
