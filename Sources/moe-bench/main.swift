@@ -31,7 +31,7 @@ let variants: [(name: String, transposeA: Bool, transposeB: Bool)] = [
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("--help") || arguments.contains("-h") {
     print("""
-    usage: moe-bench [--json] [--only matmul|step]
+    usage: moe-bench [--json] [--only matmul|step|pretrained]
 
     Times the tiled SIMD matmul (1 thread and all \(ProcessInfo.processInfo.activeProcessorCount) cores) and the
     naive triple loop on the MNIST MoE's shapes, for A·B, A·Bᵀ and Aᵀ·B, and prints
@@ -41,12 +41,16 @@ if arguments.contains("--help") || arguments.contains("-h") {
                              "routing_share": [{"threads", "share", "share_excluding_gate", "phases_ms", …}]}
       --only SECTION  run only "matmul" or "step" (the training step of the MNIST models,
                       and the share of the MoE step spent routing: RoutingShare.swift)
+                      or "pretrained" (not run by default: writes a 2.7 GB random BF16
+                      checkpoint at granite-3.1-1b-a400m's dimensions to the temporary
+                      folder, times prefill and decode, prints resident memory and the
+                      memory-bandwidth decode bound: PretrainedDecode.swift)
     """)
     exit(0)
 }
 // --only matmul | --only step: one section (e.g. to profile a training step).
 var only: String? = nil
-if let i = arguments.firstIndex(of: "--only"), i + 1 < arguments.count, ["matmul", "step"].contains(arguments[i + 1]) {
+if let i = arguments.firstIndex(of: "--only"), i + 1 < arguments.count, ["matmul", "step", "pretrained"].contains(arguments[i + 1]) {
     only = arguments[i + 1]
 }
 for (i, a) in arguments.enumerated() where a != "--json" && a != "--only" && !(i > 0 && arguments[i - 1] == "--only" && only != nil) {
@@ -55,6 +59,13 @@ for (i, a) in arguments.enumerated() where a != "--json" && a != "--only" && !(i
 }
 let json = arguments.contains("--json")
 let allCores = ProcessInfo.processInfo.activeProcessorCount
+if only == "pretrained" {
+    do { try runPretrainedBench(json: json) } catch {
+        FileHandle.standardError.write("moe-bench: \(error)\n".data(using: .utf8)!)
+        exit(1)
+    }
+    exit(0)
+}
 
 func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
 
