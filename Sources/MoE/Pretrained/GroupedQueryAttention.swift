@@ -1,5 +1,5 @@
 // GroupedQueryAttention with a KV cache: causal self-attention as the
-// pretrained families run it (Ainslie et al. 2023; Notebooks/part5-pretrained.md, §4–5).
+// pretrained families run it (Ainslie et al. 2023; Notebooks/part5-pretrained.md, §4).
 //
 // Multi-head attention (the toy's, Layers/CausalSelfAttention.swift) gives
 // every one of the H query heads its own key and value head. Grouped-query
