@@ -161,6 +161,9 @@ func runGenerate(_ o: Options) throws {
         throw PretrainedError(file: directory.appendingPathComponent("tokenizer.json").path,
                               problem: "gives token id \(bad), outside the model's vocabulary of \(model.config.vocabularySize)")
     }
+    guard ids.count + o.maxTokens <= model.config.maxPositions + 1 else {
+        throw UsageError("--max-tokens \(o.maxTokens): with the prompt's \(ids.count) tokens this exceeds the model's \(model.config.maxPositions) positions")
+    }
     var sampler = TokenSampler(SamplingSettings(temperature: o.temperature, topP: o.topP, seed: o.seed))
     let out = FileHandle.standardOutput
     out.write(Data(prompt.utf8))

@@ -158,6 +158,8 @@ final class PretrainedCommandLineTests: CommandLineTestCase {
         try expectError(["logits", "--model", model, "--ids", "1,x"], ["--ids", "'x'"], status: 2)
         try expectError(["logits", "--model", model, "--ids", "1,360"], ["token id 360", "0..<360"])
         try expectError(["frobnicate"], ["unknown command 'frobnicate'"], status: 2)
+        try expectError(["generate", "--model", model, "--prompt", "To be", "--max-tokens", "1000"],
+                        ["--max-tokens 1000", "256 positions"], status: 2)
         try expectError(["logits", "--model", "/nonexistent-folder", "--ids", "1"], ["config.json", "no such file"])
     }
 }

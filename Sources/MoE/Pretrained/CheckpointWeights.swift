@@ -187,7 +187,7 @@ public final class CheckpointWeights {
             let shape = shapeList.compactMap { ($0 as? NSNumber)?.intValue }
             let offsets = offsetList.compactMap { ($0 as? NSNumber)?.intValue }
             guard shape.count == shapeList.count, shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 }),
-                  offsets.count == 2, offsets[0] >= 0, offsets[0] <= offsets[1] else {
+                  offsetList.count == 2, offsets.count == 2, offsets[0] >= 0, offsets[0] <= offsets[1] else {
                 throw fail("tensor '\(name)' has a malformed shape or data_offsets")
             }
             var elements = 1

@@ -42,7 +42,7 @@ public final class HubTokenizer {
     }
 
     let kind: Kind
-    let vocabulary: [String: Int]         // token → id
+    let vocabulary: [String: Int]         // token → id, the BPE model's own (added tokens are not in it)
     let tokens: [String]                  // id → token  [V]
     let ranks: [String: Int]              // "left right" → merge rank
     let added: [(content: String, id: Int)]   // longest first
@@ -74,6 +74,9 @@ public final class HubTokenizer {
         guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object") }
         guard let model = root["model"] as? [String: Any] else { throw fail("field 'model' is missing") }
         let type = model["type"] as? String ?? "BPE"
+        if model["ignore_merges"] as? Bool == true {
+            throw fail("field 'model.ignore_merges' is true (Llama 3 style); only classic BPE is supported")
+        }
         guard type == "BPE" else { throw fail("field 'model.type' is '\(type)'; only BPE tokenizers are supported") }
         guard let vocab = model["vocab"] as? [String: Any] else { throw fail("field 'model.vocab' is not an object") }
         var vocabulary: [String: Int] = [:]
@@ -86,11 +89,12 @@ public final class HubTokenizer {
             guard let content = item["content"] as? String, let id = (item["id"] as? NSNumber)?.intValue, id >= 0, id < 10_000_000 else {
                 throw fail("an entry of 'added_tokens' lacks content or id")
             }
-            added.append((content, id)); vocabulary[content] = id
+            added.append((content, id))
         }
-        let size = (vocabulary.values.max() ?? -1) + 1
+        let size = max(vocabulary.values.max() ?? -1, added.map(\.1).max() ?? -1) + 1
         var tokens = [String](repeating: "", count: size)
         for (token, id) in vocabulary { tokens[id] = token }
+        for (content, id) in added { tokens[id] = content }
         var ranks: [String: Int] = [:]
         for (rank, merge) in (model["merges"] as? [Any] ?? []).enumerated() {
             let pair: [String]
@@ -103,7 +107,7 @@ public final class HubTokenizer {
         self.vocabulary = vocabulary
         self.tokens = tokens
         self.ranks = ranks
-        self.added = added.sorted { $0.0.utf8.count > $1.0.utf8.count }
+        self.added = added.filter { !$0.0.isEmpty }.sorted { $0.0.utf8.count > $1.0.utf8.count }
         addedIDs = Set(added.map(\.1))
         byteFallback = model["byte_fallback"] as? Bool ?? false
         unknownID = (model["unk_token"] as? String).flatMap { vocabulary[$0] }
@@ -302,8 +306,9 @@ public final class HubTokenizer {
     }
 
     /// Byte-pair merges of one word, lowest rank first.
+    /// (No shortcut for a word that is itself in the vocabulary: the `tokenizers`
+    /// library replays the merges unless `ignore_merges` is set, and the two can differ.)
     func bpe(_ word: String) -> [Int] {
-        if let id = vocabulary[word] { return [id] }
         var symbols = word.unicodeScalars.map { String($0) }
         while symbols.count > 1 {
             var best = -1, bestRank = Int.max

@@ -68,6 +68,9 @@ public struct PretrainedConfig {
     public var residualMultiplier: Float
     public var attentionMultiplier: Float
     public var logitsScaling: Float
+    /// The longest sequence this model is run on exactly: max_position_embeddings,
+    /// or mixtral's sliding_window when smaller (beyond it, attention would have to
+    /// forget the oldest positions, which this code does not do).
     public var maxPositions: Int
     public var bosTokenID: Int?
     public var eosTokenIDs: [Int]
@@ -172,7 +175,8 @@ public struct PretrainedConfig {
             // Granite replaces 1/√Dh by attention_multiplier (its config's default is 1).
             attentionMultiplier: family == .granitemoe ? try r.float("attention_multiplier", default: 1) : attentionDefault,
             logitsScaling: family == .granitemoe ? try r.float("logits_scaling", default: 1) : 1,
-            maxPositions: try r.int("max_position_embeddings", min: 1, default: 4096),
+            maxPositions: min(try r.int("max_position_embeddings", min: 1, default: 4096),
+                              family == .mixtral ? try r.int("sliding_window", min: 1, default: Int.max) : Int.max),
             bosTokenID: (object["bos_token_id"] as? NSNumber)?.intValue,
             eosTokenIDs: eos)
     }

@@ -148,6 +148,9 @@ public final class PretrainedModel {
     /// `lastOnly`, only the last position's logits are computed (generation).
     public func forward(_ ids: [Int], lastOnly: Bool = false) throws -> ForwardResult {
         let c = config, d = c.hiddenSize, t = ids.count
+        guard position + t <= c.maxPositions else {
+            throw PretrainedError(file: "config.json", problem: "\(position + t) positions exceed the model's maximum of \(c.maxPositions)")
+        }
         for id in ids where id < 0 || id >= c.vocabularySize {
             throw PretrainedError(file: "--ids", problem: "token id \(id) is outside the vocabulary 0..<\(c.vocabularySize)")
         }
