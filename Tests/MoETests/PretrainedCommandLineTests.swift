@@ -153,6 +153,19 @@ final class PretrainedCommandLineTests: CommandLineTestCase {
         try expectError(["tokenize", "--model", dir.path, "--text", "hi"], ["tokenizer.json", "'pre_tokenizer' has type 'Whitespace'"])
     }
 
+    func testDownloadOfflineIsOneLine() throws {
+        // HF_ENDPOINT points at a loopback port nothing listens on; the child inherits it.
+        let server = try RangeHTTPServer(files: [:])
+        let port = server.port
+        server.stop()
+        setenv("HF_ENDPOINT", "http://127.0.0.1:\(port)", 1)
+        defer { unsetenv("HF_ENDPOINT") }
+        let dir = try temporaryDirectory("download")
+        try expectError(["download", "owner/model", "--to", dir.appendingPathComponent("m").path],
+                        ["http://127.0.0.1:\(port)/owner/model/resolve/main/config.json", "download failed"])
+        try expectError(["download"], ["download needs one repository name"], status: 2)
+    }
+
     func testBadArguments() throws {
         let model = Self.fixtures.appendingPathComponent("olmoe").path
         try expectError(["logits", "--model", model, "--ids", "1,x"], ["--ids", "'x'"], status: 2)

@@ -56,8 +56,9 @@ final class PretrainedParityTests: XCTestCase {
 
     func checkFolder(_ folder: String) throws {
         let model = try PretrainedModel(directory: Self.fixtures.appendingPathComponent(folder))
+        let saved = Parallel.threads
         Parallel.threads = 1
-        defer { Parallel.threads = max(1, ProcessInfo.processInfo.activeProcessorCount) }
+        defer { Parallel.threads = saved }
         let prompts = try XCTUnwrap(try reference(folder)["prompts"] as? [[String: Any]])
         XCTAssertEqual(prompts.count, 3)
         for (n, prompt) in prompts.enumerated() {
