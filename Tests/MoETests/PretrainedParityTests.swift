@@ -125,6 +125,20 @@ final class PretrainedParityTests: XCTestCase {
         }
     }
 
+    /// Other tokenizer.json shapes real checkpoints have (see tokenizer_variants in the script).
+    func testTokenizerVariantsMatchTokenizers() throws {
+        let folder = Self.fixtures.appendingPathComponent("tokenizers")
+        let reference = try XCTUnwrap(try JSONSerialization.jsonObject(
+            with: Data(contentsOf: folder.appendingPathComponent("reference.json"))) as? [String: [String: Any]])
+        XCTAssertEqual(reference.count, 4)
+        for (name, expected) in reference.sorted(by: { $0.key < $1.key }) {
+            let tokenizer = try HubTokenizer(json: Data(contentsOf: folder.appendingPathComponent(name + ".json")), source: name)
+            let ids = ints(expected["ids"])
+            XCTAssertEqual(tokenizer.encode(try XCTUnwrap(expected["sample"] as? String)), ids, "\(name): ids")
+            XCTAssertEqual(tokenizer.decode(ids), expected["decoded"] as? String, "\(name): decoding")
+        }
+    }
+
     func testHalfPrecisionConversion() {
         XCTAssertEqual(halfToFloat(0x3C00), 1)
         XCTAssertEqual(halfToFloat(0xC000), -2)

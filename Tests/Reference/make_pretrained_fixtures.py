@@ -27,7 +27,10 @@ rounding differences of ~1e-6 cannot flip a choice. The margins are printed.
 Run (needs torch, transformers, tokenizers, safetensors from PyPI):
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install torch transformers tokenizers safetensors
     /tmp/venv/bin/python Tests/Reference/make_pretrained_fixtures.py
-Writes Tests/MoETests/Fixtures/pretrained/. Made with transformers 5.24.0,
+Writes Tests/MoETests/Fixtures/pretrained/ (`--only-tokenizers`: just its
+tokenizers/ folder). The BPE trainer does not break ties the same way on every
+run, so a rerun may learn slightly different merges; the tests compare against
+whatever the same run recorded. Made with transformers 5.24.0,
 tokenizers 0.23.3, torch 2.13.0 (CPU).
 """
 import json
@@ -232,10 +235,56 @@ def make(family, kind):
         os.remove(os.path.join(path, "generation_config.json")) if os.path.exists(os.path.join(path, "generation_config.json")) else None
 
 
+def tokenizer_variants():
+    """More tokenizer.json shapes that real checkpoints use, without a model:
+    tokenizers/NAME.json and tokenizers/reference.json ({NAME: {ids, decoded}}).
+
+      metaspace-pretokenizer  Mistral/Mixtral files written by newer tokenizers: no
+                              normalizer, a Metaspace pre-tokenizer (prepend_scheme
+                              "first", split false) and a Metaspace decoder
+      nfc-byte-level          Qwen's: an NFC normalizer before the split regex
+                              (the sample has a decomposed e + U+0301)
+      prefix-space            byte-level with add_prefix_space true (RoBERTa style)
+      added-tokens            byte-level with extra added tokens inside the text
+    """
+    folder = os.path.join(OUT, "tokenizers")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    sample = SAMPLE + " cafe\u0301 <|user|>hi<|endoftext|> ok"
+    variants = {}
+    base = metaspace_tokenizer()
+    meta = json.loads(base.to_str())
+    meta["normalizer"] = None
+    meta["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+    meta["decoder"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+    variants["metaspace-pretokenizer"] = Tokenizer.from_str(json.dumps(meta))
+    qwen = byte_level_tokenizer("qwen")
+    qwen.normalizer = normalizers.NFC()
+    variants["nfc-byte-level"] = qwen
+    prefix = byte_level_tokenizer("neox")
+    prefix.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)
+    variants["prefix-space"] = prefix
+    added = byte_level_tokenizer("granite")
+    added.add_special_tokens(["<|user|>"])
+    variants["added-tokens"] = added
+    ref = {}
+    for name, tok in variants.items():
+        tok.save(os.path.join(folder, name + ".json"))
+        ids = tok.encode(sample).ids
+        ref[name] = dict(sample=sample, ids=ids, decoded=tok.decode(ids, skip_special_tokens=False))
+    with open(os.path.join(folder, "reference.json"), "w", encoding="utf-8") as f:
+        json.dump(ref, f, ensure_ascii=False, separators=(",", ":"))
+
+
 if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] == ["--only-tokenizers"]:
+        tokenizer_variants()
+        sys.exit(0)
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT, exist_ok=True)
     make("mixtral", "metaspace")
     make("olmoe", "neox")
     make("qwen2_moe", "qwen")
     make("granitemoe", "granite")
+    tokenizer_variants()

@@ -57,6 +57,7 @@ public final class HubTokenizer {
     let suffixTokens: [Int]               // … and after
     let addPrefixSpace: Bool              // ByteLevel pre-tokenizer's add_prefix_space
     let stripLeading: Int                 // metaspace decoder: Strip(start)
+    let decodeByteFallback: Bool          // metaspace decoder: ByteFallback
 
     public var vocabularySize: Int { tokens.count }
 
@@ -189,15 +190,21 @@ public final class HubTokenizer {
         prefixTokens = before
         suffixTokens = after
 
-        // Decoder: for metaspace, how many leading spaces Strip removes.
-        var strip = 0
+        // Decoder, for metaspace: how many leading spaces Strip removes, and whether
+        // ByteFallback joins <0xXX> tokens (a lone Metaspace decoder leaves them as text).
+        var strip = 0, joinBytes = false
         if kind == .metaspace, let dec = root["decoder"] as? [String: Any] {
-            for d in (dec["type"] as? String == "Sequence" ? dec["decoders"] as? [[String: Any]] ?? [] : [dec]) where d["type"] as? String == "Strip" {
-                strip = (d["start"] as? NSNumber)?.intValue ?? 0
+            for d in (dec["type"] as? String == "Sequence" ? dec["decoders"] as? [[String: Any]] ?? [] : [dec]) {
+                switch d["type"] as? String {
+                case "Strip": strip = (d["start"] as? NSNumber)?.intValue ?? 0
+                case "ByteFallback": joinBytes = true
+                case "Metaspace": strip = (d["prepend_scheme"] as? String ?? "always") == "never" ? 0 : 1
+                default: break
+                }
             }
-            if dec["type"] as? String == "Metaspace" { strip = 1 }
         }
         stripLeading = strip
+        decodeByteFallback = joinBytes
         for id in before + after where id >= size { throw fail("field 'post_processor' names id \(id), outside the vocabulary") }
     }
 
@@ -358,7 +365,7 @@ public final class HubTokenizer {
             }
             for id in ids where id >= 0 && id < tokens.count {
                 let token = tokens[id]
-                if token.count == 6, token.hasPrefix("<0x"), token.hasSuffix(">"), let b = UInt8(token.dropFirst(3).prefix(2), radix: 16) {
+                if decodeByteFallback, token.count == 6, token.hasPrefix("<0x"), token.hasSuffix(">"), let b = UInt8(token.dropFirst(3).prefix(2), radix: 16) {
                     pending.append(b); continue
                 }
                 flush()
