@@ -139,6 +139,15 @@ final class PretrainedParityTests: XCTestCase {
         }
     }
 
+    func testForwardRefusesNoTokensAndTooManyPositions() throws {
+        let model = try PretrainedModel(directory: Self.fixtures.appendingPathComponent("granitemoe"))
+        XCTAssertThrowsError(try model.forward([]))
+        XCTAssertThrowsError(try model.forward([Int](repeating: 1, count: model.config.maxPositions + 1))) { error in
+            XCTAssertTrue("\(error)".contains("exceed the model's maximum of 256"), "\(error)")
+        }
+        XCTAssertEqual(model.position, 0, "a refused call leaves the cache empty")
+    }
+
     func testHalfPrecisionConversion() {
         XCTAssertEqual(halfToFloat(0x3C00), 1)
         XCTAssertEqual(halfToFloat(0xC000), -2)

@@ -148,6 +148,7 @@ public final class PretrainedModel {
     /// `lastOnly`, only the last position's logits are computed (generation).
     public func forward(_ ids: [Int], lastOnly: Bool = false) throws -> ForwardResult {
         let c = config, d = c.hiddenSize, t = ids.count
+        guard t > 0 else { throw PretrainedError(file: "--ids", problem: "no tokens to run") }
         guard position + t <= c.maxPositions else {
             throw PretrainedError(file: "config.json", problem: "\(position + t) positions exceed the model's maximum of \(c.maxPositions)")
         }
