@@ -1,7 +1,7 @@
 // swift-tools-version:6.2
 //
-// The package: one library (`MoE`), three executables (`mnist-moe`, `gpt-moe`,
-// `moe-bench`) and one test target. No dependencies: the standard library, Foundation and
+// The package: one library (`MoE`), four executables (`mnist-moe`, `gpt-moe`,
+// `moe-bench`, `pretrained-moe`) and one test target. No dependencies: the standard library, Foundation and
 // Dispatch only.
 //
 // The exercises (Notebooks/exercises.md) are four more targets: `Exercises`
@@ -48,6 +48,7 @@ let package = Package(
         .executable(name: "mnist-moe", targets: ["mnist-moe"]),
         .executable(name: "gpt-moe", targets: ["gpt-moe"]),
         .executable(name: "moe-bench", targets: ["moe-bench"]),
+        .executable(name: "pretrained-moe", targets: ["pretrained-moe"]),
         .executable(name: "exercises", targets: ["exercises"]),
     ],
     targets: [
@@ -55,6 +56,7 @@ let package = Package(
         .executableTarget(name: "mnist-moe", dependencies: ["MoE", "Exercises"], swiftSettings: computeFlags),
         .executableTarget(name: "gpt-moe", dependencies: ["MoE", "Exercises"], swiftSettings: computeFlags),
         .executableTarget(name: "moe-bench", dependencies: ["MoE"], swiftSettings: computeFlags),
+        .executableTarget(name: "pretrained-moe", dependencies: ["MoE"], swiftSettings: computeFlags),
         .testTarget(name: "MoETests", dependencies: ["MoE"], exclude: ["Fixtures"], swiftSettings: computeFlags),
         // Exercises: the grader owns the contract, the two answer modules meet it.
         .target(name: "ExerciseGrader", dependencies: ["MoE"], swiftSettings: computeFlags),

@@ -7,7 +7,7 @@
 // build with `swift build -c release` (or `swift run -c release mnist-moe`):
 // the library's SIMD kernels are slow in the debug configuration.
 //
-// The package: one library (`MoE`), three executables (`mnist-moe`, `gpt-moe`,
+// The package: one library (`MoE`), executables (`mnist-moe`, `gpt-moe`, `pretrained-moe`,
 // `moe-bench`) and one test target. No dependencies: the standard library, Foundation and
 // Dispatch only.
 //
@@ -39,6 +39,7 @@ let package = Package(
         .executable(name: "mnist-moe", targets: ["mnist-moe"]),
         .executable(name: "gpt-moe", targets: ["gpt-moe"]),
         .executable(name: "moe-bench", targets: ["moe-bench"]),
+        .executable(name: "pretrained-moe", targets: ["pretrained-moe"]),
         .executable(name: "exercises", targets: ["exercises"]),
     ],
     targets: [
@@ -46,6 +47,7 @@ let package = Package(
         .executableTarget(name: "mnist-moe", dependencies: ["MoE", "Exercises"], swiftSettings: computeFlags),
         .executableTarget(name: "gpt-moe", dependencies: ["MoE", "Exercises"], swiftSettings: computeFlags),
         .executableTarget(name: "moe-bench", dependencies: ["MoE"], swiftSettings: computeFlags),
+        .executableTarget(name: "pretrained-moe", dependencies: ["MoE"], swiftSettings: computeFlags),
         .testTarget(name: "MoETests", dependencies: ["MoE"], exclude: ["Fixtures"], swiftSettings: computeFlags),
         // Exercises: the grader owns the contract, the two answer modules meet it.
         .target(name: "ExerciseGrader", dependencies: ["MoE"], swiftSettings: computeFlags),

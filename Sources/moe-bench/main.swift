@@ -31,7 +31,7 @@ let variants: [(name: String, transposeA: Bool, transposeB: Bool)] = [
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("--help") || arguments.contains("-h") {
     print("""
-    usage: moe-bench [--json] [--only matmul|step]
+    usage: moe-bench [--json] [--only matmul|step|pretrained]
 
     Times the tiled SIMD matmul (1 thread and all \(ProcessInfo.processInfo.activeProcessorCount) cores) and the
     naive triple loop on the MNIST MoE's shapes, for A·B, A·Bᵀ and Aᵀ·B, and prints
@@ -41,6 +41,10 @@ if arguments.contains("--help") || arguments.contains("-h") {
                              "routing_share": [{"threads", "share", "share_excluding_gate", "phases_ms", …}]}
       --only SECTION  run only "matmul" or "step" (the training step of the MNIST models,
                       and the share of the MoE step spent routing: RoutingShare.swift)
+                      or "pretrained" (not run by default: writes a 2.7 GB random BF16
+                      checkpoint at granite-3.1-1b-a400m's dimensions to the temporary
+                      folder, times prefill and decode, prints resident memory and the
+                      memory-bandwidth decode bound: PretrainedDecode.swift)
     """)
     exit(0)
 }
@@ -55,8 +59,8 @@ do {
         case "--json": json = true
         case "--only":
             let section = try reader.value(word)
-            guard ["matmul", "step"].contains(section) else {
-                throw UsageError("--only must be matmul or step, got '\(section)'")
+            guard ["matmul", "step", "pretrained"].contains(section) else {
+                throw UsageError("--only must be matmul, step or pretrained, got '\(section)'")
             }
             only = section
         default: throw UsageError.unknownOption(word, known: ["--json", "--only", "--help"])
@@ -67,6 +71,13 @@ do {
     exit(2)
 }
 let allCores = ProcessInfo.processInfo.activeProcessorCount
+if only == "pretrained" {
+    do { try runPretrainedBench(json: json) } catch {
+        FileHandle.standardError.write("moe-bench: \(error)\n".data(using: .utf8)!)
+        exit(1)
+    }
+    exit(0)
+}
 
 func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
 
