@@ -149,7 +149,8 @@ struct RoutingGrid {
         var start = 0
         while start < tokens.count {
             let range = start..<min(tokens.count, start + perLine)
-            lines.append(pad("token", label) + range.map { pad(tokens[$0], cell) }.joined())
+            let header = pad("token", label) + range.map { pad(tokens[$0], cell) }.joined()
+            lines.append(String(header.reversed().drop(while: { $0 == " " }).reversed()))
             for layer in routing.layers {
                 var row = pad("block \(layer.layer)", label)
                 for t in range {
@@ -219,7 +220,15 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
     let bandLabels = ids.map { bands.bandOfToken[$0] }
     let byDomain = Specialization.analyse(layers: layers, tokenIds: ids, labels: domainLabels, labelCount: domains.count,
                                           expertCount: e, permutations: o.permutations, seed: o.seed,
-                                          topTokens: o.topTokens, minimumCount: o.minimumCount)
+                                          topTokens: o.topTokens, minimumCount: o.minimumCount, conditionOnToken: true)
+    // For scale: what the expert says about the token itself (ids made compact: 0..<distinct).
+    let distinct = Array(Set(ids)).sorted()
+    let compact = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, $0) })
+    let tokenLabels = ids.map { compact[$0]! }
+    let byToken = layers.enumerated().map { i, l in
+        PermutationTest.mutualInformation(labels: tokenLabels, experts: l.topExperts, labelCount: distinct.count,
+                                          expertCount: e, permutations: o.permutations, seed: o.seed &+ 2000 &+ UInt64(i))
+    }
     let byBand = Specialization.analyse(layers: layers, tokenIds: ids, labels: bandLabels, labelCount: bands.bandCount,
                                         expertCount: e, permutations: o.permutations, seed: o.seed &+ 1000,
                                         topTokens: o.topTokens, minimumCount: o.minimumCount)
@@ -227,15 +236,23 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
 
     print("Checkpoint \(o.checkpoint!): MoE blocks \(layers.map { String($0.layer) }.joined(separator: ", ")), "
           + "\(e) experts, top-\(model.config.topK); statistics of each token's top-1 expert")
-    print("Domains (\(folder.path)): " + domains.map { "\($0.name) \(RunReport.int($0.ids.count))" }.joined(separator: ", ")
-          + " tokens")
+    // Tokens the tokenizer had no symbol for (a character tokenizer's "unknown") route as one token.
+    let unseen = { (list: [Int]) in list.filter { bands.trainingCounts[$0] == 0 }.count }
+    print("Domains (\(folder.path)): " + domains.map { d in
+        "\(d.name) \(RunReport.int(d.ids.count)) tokens"
+            + String(format: " (%.1f%% never seen in training)", 100 * Double(unseen(d.ids)) / Double(d.ids.count))
+    }.joined(separator: ", "))
     let bandShares = bands.trainingSharePerBand
     print("Frequency bands (\(o.bandBalance == .occurrences ? "equal shares of the training tokens" : "equal numbers of token types") "
           + "in \(textPath)): " + zip(bands.names, zip(bands.typesPerBand, bandShares))
             .map { String(format: "%@ %d types, %.0f%% of tokens", $0, $1.0, 100 * $1.1) }.joined(separator: "; "))
     print("")
+    print("For scale, what the top-1 expert says about the token itself: "
+          + zip(layers, byToken).map { "block \($0.layer) I(token; expert) = \($1.summary)" }.joined(separator: "; "))
+    print("")
     report(byDomain, labelNames: domains.map(\.name), labelTitle: "Domain", decode: decode, minimumCount: o.minimumCount)
-    report(byBand, labelNames: bands.names, labelTitle: "Band", decode: decode, minimumCount: o.minimumCount)
+    report(byBand, labelNames: bands.names, labelTitle: "Band", decode: decode, minimumCount: o.minimumCount,
+           characteristicTokens: false)   // the same tokens as above: lift does not depend on the label
 
     guard let out = o.out else { return }
     let directory = URL(fileURLWithPath: out)
@@ -248,6 +265,9 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
                                 "types": bands.typesPerBand, "training_share": bandShares] as [String: Any],
             "by_domain": byDomain.map { $0.json(labelNames: domains.map(\.name), decode: decode) },
             "by_frequency_band": byBand.map { $0.json(labelNames: bands.names, decode: decode) },
+            "token_mutual_information": zip(layers, byToken).map { l, t -> [String: Any] in
+                ["layer": l.layer, "distinct_tokens": distinct.count, "mutual_information": t.json]
+            },
         ]
         let data = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
         try AtomicFile.write(data, to: directory.appendingPathComponent("specialization.json"))
@@ -270,7 +290,7 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
 
 /// Per MoE block: the share table, the mutual information beside its chance level, the characteristic tokens.
 func report(_ layers: [LayerSpecialization], labelNames: [String], labelTitle: String, decode: (Int) -> String,
-            minimumCount: Int) {
+            minimumCount: Int, characteristicTokens: Bool = true) {
     guard let first = layers.first else { return }
     let e = first.table.expertCount
     for l in layers {
@@ -283,8 +303,13 @@ func report(_ layers: [LayerSpecialization], labelNames: [String], labelTitle: S
         print(table.render())
         print(String(format: "I(%@; expert) = ", labelTitle.lowercased()) + l.test.summary
               + String(format: "; of at most H(%@) = %.3f bits", labelTitle.lowercased(), l.table.labelEntropyBits))
-        print("Most characteristic tokens (lift over the expert's base rate, tokens seen ≥ \(minimumCount) times):")
-        for (expert, list) in l.characteristicTokens.enumerated() where !list.isEmpty {
+        if let c = l.conditionalTest {
+            print("I(\(labelTitle.lowercased()); expert | token) = \(c.summary): what the \(labelTitle.lowercased()) adds to the token")
+        }
+        if characteristicTokens {
+            print("Most characteristic tokens (lift over the expert's base rate, tokens seen ≥ \(minimumCount) times):")
+        }
+        for (expert, list) in l.characteristicTokens.enumerated() where characteristicTokens && !list.isEmpty {
             let base = l.table.expertShares[expert]
             print(String(format: "  E%d (%.0f%% of tokens): ", expert, 100 * base)
                   + list.map { "\"\(TokenRoutingChart.visible(decode($0.token), limit: 12))\" "

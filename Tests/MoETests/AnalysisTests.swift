@@ -161,3 +161,39 @@ final class AnalysisTests: XCTestCase {
         XCTAssertEqual(Array(pieces[1].experts[16...]), model.routeTokens(Array(stream[16...]))[1].experts)
     }
 }
+
+/// The probe record of LanguageModelTrainer: the same tokens every time, and a
+/// curve that ends at 1.
+final class ProbeRoutingTests: XCTestCase {
+    func testStabilityCurveEndsAtOneAndTheProbeRoutesTheSameTokensEveryTime() {
+        var rng = Xoshiro256(seed: 2)
+        var config = GPTConfig()
+        config.vocabularySize = 12; config.contextLength = 8; config.layers = 2; config.width = 16; config.heads = 2
+        config.hidden = 32; config.moeLayers = [0, 1]; config.experts = 4
+        let model = GPT(config: config, rng: &rng)
+        let tokens = (0..<600).map { ($0 * 7 + $0 / 5) % 12 }
+        let split = TokenSplit(tokens: tokens, cut: 480, context: 8, stride: 8)
+        var t = LanguageModelTrainingConfig()
+        t.batchSize = 4; t.steps = 9; t.evalInterval = 3; t.evalWindows = 4; t.probeWindows = 5; t.learningRate = 1e-2
+        let trainer = LanguageModelTrainer(model: model, train: split.train, validation: split.validation, config: t)
+        // The probe: 5 validation windows, evenly spaced, fixed before training.
+        let n = split.validation.count
+        XCTAssertEqual(trainer.probeInputs, (0..<5).map { split.validation.batch([$0 * n / 5]).inputs })
+        _ = trainer.run()
+        XCTAssertEqual(trainer.probeRecords.map(\.step), [0, 3, 6, 9])
+        for record in trainer.probeRecords {
+            XCTAssertEqual(record.topExperts.count, 2)
+            XCTAssertTrue(record.topExperts.allSatisfy { $0.count == 5 * 8 })
+        }
+        // The last record is what the model does with those very tokens now.
+        let now = model.routeStream(trainer.probeInputs.flatMap { $0 }).map(\.topExperts)
+        XCTAssertEqual(trainer.probeRecords.last?.topExperts, now)
+        for curve in trainer.stabilityCurves {
+            XCTAssertEqual(curve.steps, [0, 3, 6, 9])
+            XCTAssertEqual(curve.agreement.last, 1)
+            XCTAssertNotNil(curve.firstStableStep())
+            print("agreement with the final routing:", curve.agreement)
+        }
+        XCTAssertGreaterThan(trainer.probeSeconds, 0)
+    }
+}

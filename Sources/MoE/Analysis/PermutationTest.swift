@@ -84,6 +84,72 @@ public struct PermutationTest: Equatable {
                                atLeastObserved: atLeast, permutations: permutations, seed: seed)
     }
 
+    /// The same test of I(label; expert | stratum): how much the label tells about
+    /// the expert among tokens of one stratum (the same token id, say), averaged
+    /// over the strata by their size,
+    ///
+    ///     I(L; X | S) = Σ_s p(s) · I(L; X | S = s)
+    ///
+    /// and the labels are shuffled only within each stratum, so the chance level
+    /// keeps every stratum's own mix of labels and experts. With the token id as
+    /// the stratum this asks whether the domain moves the router beyond what the
+    /// token itself does (Notebooks/part6-specialization.md, §3).
+    /// - Complexity: O(B·(N + S·R·E)) for S distinct strata.
+    public static func conditionalMutualInformation(labels: [Int], experts: [Int], strata: [Int], labelCount: Int,
+                                                    expertCount: Int, permutations: Int = 1000,
+                                                    seed: UInt64 = 0) -> PermutationTest {
+        precondition(labels.count == experts.count && strata.count == experts.count,
+                     "PermutationTest: \(labels.count) labels, \(experts.count) experts, \(strata.count) strata")
+        // Group the kept pairs by stratum: segment s is positions bounds[s]..<bounds[s+1].
+        let kept = experts.indices.filter { experts[$0] >= 0 }.sorted { (strata[$0], $0) < (strata[$1], $1) }
+        var shuffled = kept.map { labels[$0] }
+        let chosen = kept.map { experts[$0] }
+        var stratumOf = [Int](repeating: 0, count: kept.count)   // compact stratum index per position
+        var bounds = [0]
+        for i in kept.indices {
+            if i > 0 && strata[kept[i]] != strata[kept[i - 1]] { bounds.append(i) }
+            stratumOf[i] = bounds.count - 1
+        }
+        bounds.append(kept.count)
+        let s = bounds.count - 1, n = Double(max(kept.count, 1))
+        for (r, e) in zip(shuffled, chosen) {
+            precondition(r >= 0 && r < labelCount && e < expertCount,
+                         "PermutationTest: pair (\(r), \(e)) outside \(labelCount) labels × \(expertCount) experts")
+        }
+        let cells = labelCount * expertCount
+        func information(_ labels: [Int]) -> Double {
+            var counts = [Int](repeating: 0, count: s * cells)   // [S, R, E]
+            for i in labels.indices { counts[stratumOf[i] * cells + labels[i] * expertCount + chosen[i]] += 1 }
+            var sum = 0.0
+            for k in 0..<s {
+                let slice = Array(counts[(k * cells)..<((k + 1) * cells)])
+                let size = Double(bounds[k + 1] - bounds[k])
+                sum += size / n * ContingencyTable.mutualInformationBits(flat: slice, labelCount: labelCount, expertCount: expertCount)
+            }
+            return sum
+        }
+        let observed = information(shuffled)
+        var rng = Xoshiro256(seed: seed)
+        var sum = 0.0, squares = 0.0, maximum = 0.0, atLeast = 0
+        for _ in 0..<permutations {
+            // Fisher–Yates within each stratum's segment.
+            for k in 0..<s {
+                let lo = bounds[k], count = bounds[k + 1] - lo
+                var i = count - 1
+                while i > 0 { shuffled.swapAt(lo + i, lo + rng.below(i + 1)); i -= 1 }
+            }
+            let value = information(shuffled)
+            sum += value; squares += value * value; maximum = max(maximum, value)
+            if value >= observed - 1e-12 { atLeast += 1 }
+        }
+        let b = Double(max(permutations, 1))
+        let mean = sum / b
+        return PermutationTest(observedBits: observed, chanceBits: permutations > 0 ? mean : .nan,
+                               chanceStandardDeviationBits: permutations > 1 ? (max(0, squares / b - mean * mean)).squareRoot() : .nan,
+                               chanceMaximumBits: permutations > 0 ? maximum : .nan,
+                               atLeastObserved: atLeast, permutations: permutations, seed: seed)
+    }
+
     /// The result as it goes into a summary.json (keys documented in Notebooks/part6-specialization.md, §2).
     public var json: [String: Any] {
         func num(_ x: Double) -> Any { x.isFinite ? x : NSNull() }

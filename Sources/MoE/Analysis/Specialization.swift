@@ -8,6 +8,7 @@
 //     label every token                                           domain, or frequency band [N]
 //     per layer:  table     n[label][expert]             ContingencyTable    [R, E]
 //                 test      I(label; expert), chance, p  PermutationTest
+//                 given     I(label; expert | token)     the label beyond the token itself
 //                 tokens    highest lift per expert      CharacteristicTokens
 //
 // Notebooks/part6-specialization.md, §3 and §4 run it on Tiny Shakespeare models.
@@ -21,6 +22,9 @@ public struct LayerSpecialization {
     /// n[label][expert].   [R, E]
     public let table: ContingencyTable
     public let test: PermutationTest
+    /// I(label; expert | token) and its chance level, when the analysis was asked
+    /// for it: what the label adds to the token itself.
+    public let conditionalTest: PermutationTest?
     /// Per expert, the tokens with the highest lift.   [E][≤ count]
     public let characteristicTokens: [[CharacteristicToken]]
 
@@ -30,6 +34,7 @@ public struct LayerSpecialization {
          "expert_shares": table.expertShares, "label_entropy_bits": table.labelEntropyBits,
          "expert_entropy_bits": table.expertEntropyBits,
          "mutual_information": test.json,
+         "conditional_mutual_information_given_token": conditionalTest?.json ?? NSNull(),
          "characteristic_tokens": characteristicTokens.map { list in
              list.map { ["token": decode($0.token), "id": $0.token, "occurrences": $0.occurrences,
                          "routed_here": $0.routedHere, "lift": $0.lift] as [String: Any] }
@@ -44,9 +49,12 @@ public enum Specialization {
     ///   - layers: per MoE layer, the routing of all N tokens (`routeStream`).
     ///   - tokenIds: the N token ids, for the characteristic tokens.
     ///   - labels: the N labels, each in 0..<labelCount.
+    ///   - conditionOnToken: also I(label; expert | token id) (pointless when the
+    ///     label is a function of the token, as a frequency band is: then it is 0).
     public static func analyse(layers: [TokenRouting.Layer], tokenIds: [Int], labels: [Int], labelCount: Int,
                                expertCount: Int, permutations: Int = 1000, seed: UInt64 = 0,
-                               topTokens: Int = 5, minimumCount: Int = 5) -> [LayerSpecialization] {
+                               topTokens: Int = 5, minimumCount: Int = 5,
+                               conditionOnToken: Bool = false) -> [LayerSpecialization] {
         layers.enumerated().map { index, layer in
             let top = layer.topExperts
             return LayerSpecialization(
@@ -55,6 +63,11 @@ public enum Specialization {
                 // Each layer its own shuffles (seed + index), reproducible from the seed.
                 test: .mutualInformation(labels: labels, experts: top, labelCount: labelCount, expertCount: expertCount,
                                          permutations: permutations, seed: seed &+ UInt64(index)),
+                conditionalTest: conditionOnToken
+                    ? .conditionalMutualInformation(labels: labels, experts: top, strata: tokenIds, labelCount: labelCount,
+                                                    expertCount: expertCount, permutations: permutations,
+                                                    seed: seed &+ UInt64(index) &+ 500)
+                    : nil,
                 characteristicTokens: CharacteristicTokens.top(tokens: tokenIds, experts: top, expertCount: expertCount,
                                                                count: topTokens, minimumCount: minimumCount))
         }
