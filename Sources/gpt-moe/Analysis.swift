@@ -36,6 +36,7 @@ struct AnalysisOptions {
     var topTokens = 5
     var minimumCount = 5                // a token seen fewer times is not ranked by lift
     var out: String? = nil
+    var against: String? = nil          // a second checkpoint (another seed): is the partition the same?
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
     static func parse(_ arguments: [String]) throws -> AnalysisOptions {
@@ -68,6 +69,7 @@ struct AnalysisOptions {
             case "--top-tokens" where o.command == "specialize": o.topTokens = try args.int(flag, 0...1000)
             case "--min-count" where o.command == "specialize": o.minimumCount = try args.int(flag, 1...1_000_000)
             case "--out" where o.command == "specialize": o.out = try args.value(flag)
+            case "--against" where o.command == "specialize": o.against = try args.value(flag)
             case "-h", "--help": print(Options.usage); exit(0)
             default:
                 throw UsageError(flag.hasPrefix("-") ? "\(o.command) does not take the option '\(flag)'"
@@ -254,6 +256,9 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
     report(byBand, labelNames: bands.names, labelTitle: "Band", decode: decode, minimumCount: o.minimumCount,
            characteristicTokens: false)   // the same tokens as above: lift does not depend on the label
 
+    var seedComparison: [[String: Any]] = []
+    if let other = o.against { seedComparison = compareSeeds(o, other, tokenizer, domains: domains.map(\.ids), layers: layers) }
+
     guard let out = o.out else { return }
     let directory = URL(fileURLWithPath: out)
     do {
@@ -265,6 +270,7 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
                                 "types": bands.typesPerBand, "training_share": bandShares] as [String: Any],
             "by_domain": byDomain.map { $0.json(labelNames: domains.map(\.name), decode: decode) },
             "by_frequency_band": byBand.map { $0.json(labelNames: bands.names, decode: decode) },
+            "against": o.against.map { ["checkpoint": $0, "blocks": seedComparison] as [String: Any] } ?? NSNull(),
             "token_mutual_information": zip(layers, byToken).map { l, t -> [String: Any] in
                 ["layer": l.layer, "distinct_tokens": distinct.count, "mutual_information": t.json]
             },
@@ -317,4 +323,48 @@ func report(_ layers: [LayerSpecialization], labelNames: [String], labelTitle: S
         }
         print("")
     }
+}
+
+/// Symmetry-breaking or structure? Route the same tokens through a second
+/// checkpoint (another seed, say) and ask, block by block, how much one model's
+/// top-1 expert says about the other's: I(expert_A; expert_B) beside its chance
+/// level. Expert numbers are arbitrary, so a partition that is the same up to
+/// renumbering still gives the full I; `matched` is the share of tokens on which
+/// the two agree after the greedy one-to-one renumbering that agrees most.
+func compareSeeds(_ o: AnalysisOptions, _ path: String, _ tokenizer: Tokenizer, domains: [[Int]],
+                  layers: [TokenRouting.Layer]) -> [[String: Any]] {
+    let other: (model: GPT, tokenizer: Tokenizer, metadata: [String: String])
+    do { other = try GPTCheckpoint.load(from: URL(fileURLWithPath: path)) } catch { fail("\(error)") }
+    guard other.tokenizer.serialized() == tokenizer.serialized() else {
+        fail("\(path): --against needs a checkpoint with the same tokenizer as \(o.checkpoint!)")
+    }
+    let e = layers.isEmpty ? 0 : other.model.routedExpertCount
+    // Domain by domain, cut into the same pieces as the first model's routing was.
+    var routed: [TokenRouting.Layer] = []
+    for domain in domains {
+        let r = other.model.routeStream(domain, batch: 16)
+        if routed.isEmpty { routed = r.map { TokenRouting.Layer(layer: $0.layer, experts: [], weights: []) } }
+        for i in routed.indices { routed[i].experts += r[i].experts; routed[i].weights += r[i].weights }
+    }
+    var result: [[String: Any]] = []
+    print("Against \(path): the same tokens, each block's top-1 expert in the two models")
+    for (a, b) in zip(layers, routed) where a.layer == b.layer {
+        let table = ContingencyTable(labels: a.topExperts, experts: b.topExperts, labelCount: e, expertCount: e)
+        let test = PermutationTest.mutualInformation(labels: a.topExperts, experts: b.topExperts, labelCount: e,
+                                                     expertCount: e, permutations: o.permutations, seed: o.seed &+ 3000)
+        // Greedy matching: take the largest remaining cell, retire its row and column.
+        var rows = Set(0..<e), columns = Set(0..<e), agreed = 0
+        let cells = (0..<e).flatMap { r in (0..<e).map { (r, $0) } }.sorted { table.counts[$0.0][$0.1] > table.counts[$1.0][$1.1] }
+        for (r, c) in cells where rows.contains(r) && columns.contains(c) {
+            agreed += table.counts[r][c]; rows.remove(r); columns.remove(c)
+        }
+        let matched = Double(agreed) / Double(max(table.total, 1))
+        print("  block \(a.layer): I(expert_A; expert_B) = \(test.summary) of at most "
+              + String(format: "%.3f bits; %.1f%% of tokens agree after renumbering", min(table.labelEntropyBits, table.expertEntropyBits),
+                       100 * matched))
+        result.append(["block": a.layer, "mutual_information": test.json, "matched_agreement": matched,
+                       "counts": table.counts])
+    }
+    print("")
+    return result
 }

@@ -146,6 +146,8 @@ struct Options {
             --top-tokens N   characteristic tokens per expert (default 5)
             --min-count N    occurrences a token needs to be ranked by lift (default 5)
             --out DIR        also write specialization.json and heatmaps there
+            --against FILE   a second checkpoint (another seed): how much its top-1 experts
+                             say about this one's, block by block, on the same tokens
           -h, --help         this text
         """
     }

@@ -111,6 +111,12 @@ final class GPTAnalysisCommandLineTests: CommandLineTestCase {
         let tokenizer = try GPTCheckpoint.load(from: file).tokenizer
         XCTAssertEqual(counts.joined().reduce(0, +), texts.reduce(0) { $0 + tokenizer.encode($1).count })
         _ = try readSVG(out.appendingPathComponent("domain_expert_block0.svg"))
+
+        // A checkpoint against itself: the same partition, so I = H and every token agrees.
+        let same = try run(["specialize", "--checkpoint", file.path, "--domains", domains.path, "--text", text,
+                            "--permutations", "10", "--against", file.path, "--threads", "1"])
+        XCTAssertEqual(same.status, 0, same.summary)
+        XCTAssertEqual(same.stdout.components(separatedBy: "100.0% of tokens agree after renumbering").count, 3, same.stdout)
     }
 
     func testBadInputIsOneLine() throws {

@@ -150,7 +150,7 @@ public struct PermutationTest: Equatable {
                                atLeastObserved: atLeast, permutations: permutations, seed: seed)
     }
 
-    /// The result as it goes into a summary.json (keys documented in Notebooks/part6-specialization.md, §2).
+    /// The result as it goes into a summary.json (keys documented in Notebooks/part6-specialization.md, §3).
     public var json: [String: Any] {
         func num(_ x: Double) -> Any { x.isFinite ? x : NSNull() }
         return ["mi_bits": observedBits, "chance_mi_bits": num(chanceBits), "chance_mi_std_bits": num(chanceStandardDeviationBits),
