@@ -235,6 +235,28 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
                                         expertCount: e, permutations: o.permutations, seed: o.seed &+ 1000,
                                         topTokens: o.topTokens, minimumCount: o.minimumCount)
     func decode(_ t: Int) -> String { tokenizer.decode([t]) }
+    // The stricter null for "frequency lines": the router sorts tokens by their
+    // identity anyway (I(token; expert) above), so any grouping of the token
+    // types carries some information about the expert. Shuffle the band of each
+    // vocabulary entry (the same number of types per band) and see how much a
+    // random grouping carries; frequency matters only if the real bands beat it.
+    let groupingDraws = min(o.permutations, 200)
+    let randomGrouping = layers.enumerated().map { i, l -> GroupingNull in
+        var shuffledBands = bands.bandOfToken
+        var rng = Xoshiro256(seed: o.seed &+ 4000 &+ UInt64(i))
+        let top = l.topExperts
+        let observed = byBand[i].test.observedBits
+        var values: [Double] = []
+        for _ in 0..<groupingDraws {
+            rng.shuffle(&shuffledBands)
+            values.append(ContingencyTable(labels: ids.map { shuffledBands[$0] }, experts: top, labelCount: bands.bandCount,
+                                           expertCount: e).mutualInformationBits)
+        }
+        let mean = values.reduce(0, +) / Double(values.count)
+        let sd = (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(values.count)).squareRoot()
+        return GroupingNull(mean: mean, standardDeviation: sd, maximum: values.max() ?? .nan,
+                            atLeastObserved: values.filter { $0 >= observed - 1e-12 }.count, draws: groupingDraws)
+    }
 
     print("Checkpoint \(o.checkpoint!): MoE blocks \(layers.map { String($0.layer) }.joined(separator: ", ")), "
           + "\(e) experts, top-\(model.config.topK); statistics of each token's top-1 expert")
@@ -254,7 +276,8 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
     print("")
     report(byDomain, labelNames: domains.map(\.name), labelTitle: "Domain", decode: decode, minimumCount: o.minimumCount)
     report(byBand, labelNames: bands.names, labelTitle: "Band", decode: decode, minimumCount: o.minimumCount,
-           characteristicTokens: false)   // the same tokens as above: lift does not depend on the label
+           characteristicTokens: false,   // the same tokens as above: lift does not depend on the label
+           randomGrouping: randomGrouping)
 
     var seedComparison: [[String: Any]] = []
     if let other = o.against { seedComparison = compareSeeds(o, other, tokenizer, domains: domains.map(\.ids), layers: layers) }
@@ -269,7 +292,11 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
             "frequency_bands": ["text": textPath, "balance": o.bandBalance.rawValue, "names": bands.names,
                                 "types": bands.typesPerBand, "training_share": bandShares] as [String: Any],
             "by_domain": byDomain.map { $0.json(labelNames: domains.map(\.name), decode: decode) },
-            "by_frequency_band": byBand.map { $0.json(labelNames: bands.names, decode: decode) },
+            "by_frequency_band": zip(byBand, randomGrouping).map { band, grouping -> [String: Any] in
+                var j = band.json(labelNames: bands.names, decode: decode)
+                j["random_type_grouping"] = grouping.json   // chance_* over shuffled band-of-type assignments
+                return j
+            },
             "against": o.against.map { ["checkpoint": $0, "blocks": seedComparison] as [String: Any] } ?? NSNull(),
             "token_mutual_information": zip(layers, byToken).map { l, t -> [String: Any] in
                 ["layer": l.layer, "distinct_tokens": distinct.count, "mutual_information": t.json]
@@ -296,10 +323,10 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
 
 /// Per MoE block: the share table, the mutual information beside its chance level, the characteristic tokens.
 func report(_ layers: [LayerSpecialization], labelNames: [String], labelTitle: String, decode: (Int) -> String,
-            minimumCount: Int, characteristicTokens: Bool = true) {
+            minimumCount: Int, characteristicTokens: Bool = true, randomGrouping: [GroupingNull] = []) {
     guard let first = layers.first else { return }
     let e = first.table.expertCount
-    for l in layers {
+    for (index, l) in layers.enumerated() {
         print("\(labelTitle) × expert, MoE block \(l.layer): share of each \(labelTitle.lowercased())'s tokens per top-1 expert")
         var table = TextTable(headers: [labelTitle, "Tokens"] + (0..<e).map { "E\($0)" })
         for (r, name) in labelNames.enumerated() {
@@ -309,6 +336,11 @@ func report(_ layers: [LayerSpecialization], labelNames: [String], labelTitle: S
         print(table.render())
         print(String(format: "I(%@; expert) = ", labelTitle.lowercased()) + l.test.summary
               + String(format: "; of at most H(%@) = %.3f bits", labelTitle.lowercased(), l.table.labelEntropyBits))
+        if index < randomGrouping.count {
+            let g = randomGrouping[index]
+            print(String(format: "A random grouping of the token types into bands of the same sizes gives %.4f ± %.4f bits "
+                         + "(max %.4f, %d draws; p = %.3g)", g.mean, g.standardDeviation, g.maximum, g.draws, g.pValue))
+        }
         if let c = l.conditionalTest {
             print("I(\(labelTitle.lowercased()); expert | token) = \(c.summary): what the \(labelTitle.lowercased()) adds to the token")
         }
@@ -367,4 +399,16 @@ func compareSeeds(_ o: AnalysisOptions, _ path: String, _ tokenizer: Tokenizer, 
     }
     print("")
     return result
+}
+
+/// I(band; expert) when each vocabulary entry's band is shuffled: the chance
+/// level of "any grouping of the token types", for the frequency bands.
+struct GroupingNull {
+    var mean: Double, standardDeviation: Double, maximum: Double
+    var atLeastObserved: Int, draws: Int
+    var pValue: Double { Double(1 + atLeastObserved) / Double(1 + draws) }
+    var json: [String: Any] {
+        ["chance_mi_bits": mean, "chance_mi_std_bits": standardDeviation, "chance_mi_max_bits": maximum,
+         "p_value": pValue, "draws": draws]
+    }
 }
