@@ -237,25 +237,12 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
     func decode(_ t: Int) -> String { tokenizer.decode([t]) }
     // The stricter null for "frequency lines": the router sorts tokens by their
     // identity anyway (I(token; expert) above), so any grouping of the token
-    // types carries some information about the expert. Shuffle the band of each
-    // vocabulary entry (the same number of types per band) and see how much a
-    // random grouping carries; frequency matters only if the real bands beat it.
-    let groupingDraws = min(o.permutations, 200)
-    let randomGrouping = layers.enumerated().map { i, l -> GroupingNull in
-        var shuffledBands = bands.bandOfToken
-        var rng = Xoshiro256(seed: o.seed &+ 4000 &+ UInt64(i))
-        let top = l.topExperts
-        let observed = byBand[i].test.observedBits
-        var values: [Double] = []
-        for _ in 0..<groupingDraws {
-            rng.shuffle(&shuffledBands)
-            values.append(ContingencyTable(labels: ids.map { shuffledBands[$0] }, experts: top, labelCount: bands.bandCount,
-                                           expertCount: e).mutualInformationBits)
-        }
-        let mean = values.reduce(0, +) / Double(values.count)
-        let sd = (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(values.count)).squareRoot()
-        return GroupingNull(mean: mean, standardDeviation: sd, maximum: values.max() ?? .nan,
-                            atLeastObserved: values.filter { $0 >= observed - 1e-12 }.count, draws: groupingDraws)
+    // types carries some information about the expert; frequency matters only
+    // if the real bands beat random groupings of the types (PermutationTest.typeGrouping).
+    let randomGrouping = layers.enumerated().map { i, l in
+        PermutationTest.typeGrouping(tokens: ids, labelOfType: bands.bandOfToken, experts: l.topExperts,
+                                     labelCount: bands.bandCount, expertCount: e, permutations: min(o.permutations, 200),
+                                     seed: o.seed &+ 4000 &+ UInt64(i))
     }
 
     print("Checkpoint \(o.checkpoint!): MoE blocks \(layers.map { String($0.layer) }.joined(separator: ", ")), "
@@ -323,7 +310,7 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
 
 /// Per MoE block: the share table, the mutual information beside its chance level, the characteristic tokens.
 func report(_ layers: [LayerSpecialization], labelNames: [String], labelTitle: String, decode: (Int) -> String,
-            minimumCount: Int, characteristicTokens: Bool = true, randomGrouping: [GroupingNull] = []) {
+            minimumCount: Int, characteristicTokens: Bool = true, randomGrouping: [PermutationTest] = []) {
     guard let first = layers.first else { return }
     let e = first.table.expertCount
     for (index, l) in layers.enumerated() {
@@ -339,7 +326,8 @@ func report(_ layers: [LayerSpecialization], labelNames: [String], labelTitle: S
         if index < randomGrouping.count {
             let g = randomGrouping[index]
             print(String(format: "A random grouping of the token types into bands of the same sizes gives %.4f ± %.4f bits "
-                         + "(max %.4f, %d draws; p = %.3g)", g.mean, g.standardDeviation, g.maximum, g.draws, g.pValue))
+                         + "(max %.4f, %d draws; p = %.3g)", g.chanceBits, g.chanceStandardDeviationBits, g.chanceMaximumBits,
+                         g.permutations, g.pValue))
         }
         if let c = l.conditionalTest {
             print("I(\(labelTitle.lowercased()); expert | token) = \(c.summary): what the \(labelTitle.lowercased()) adds to the token")
@@ -399,16 +387,4 @@ func compareSeeds(_ o: AnalysisOptions, _ path: String, _ tokenizer: Tokenizer, 
     }
     print("")
     return result
-}
-
-/// I(band; expert) when each vocabulary entry's band is shuffled: the chance
-/// level of "any grouping of the token types", for the frequency bands.
-struct GroupingNull {
-    var mean: Double, standardDeviation: Double, maximum: Double
-    var atLeastObserved: Int, draws: Int
-    var pValue: Double { Double(1 + atLeastObserved) / Double(1 + draws) }
-    var json: [String: Any] {
-        ["chance_mi_bits": mean, "chance_mi_std_bits": standardDeviation, "chance_mi_max_bits": maximum,
-         "p_value": pValue, "draws": draws]
-    }
 }
