@@ -150,10 +150,10 @@ final class DamagedInputGPTTests: CommandLineTestCase {
 final class DamagedInputBenchTests: CommandLineTestCase {
     override class var program: String { "moe-bench" }
 
-    /// `--only` needs matmul or step; without one it used to run everything.
+    /// `--only` needs matmul, step or pretrained; without one it used to run everything.
     func testOnlyNeedsASection() throws {
         assertFails(try run(["--only"]), status: 2, says: ["--only needs a value"], "--only")
-        assertFails(try run(["--only", "everything"]), status: 2, says: ["--only must be matmul or step"], "--only everything")
-        assertFails(try run(["--json", "--fast"]), status: 2, says: ["unknown argument '--fast'"], "--fast")
+        assertFails(try run(["--only", "everything"]), status: 2, says: ["--only must be matmul, step or pretrained"], "--only everything")
+        assertFails(try run(["--json", "--fast"]), status: 2, says: ["unknown option '--fast'", "--help"], "--fast")
     }
 }
