@@ -36,7 +36,7 @@ extension Grader {
         func evaluate(_ z: Tensor) -> BalancingTerm {
             loss.evaluate(routing: TopKGating.select(probabilities: softmaxRows(z), k: 1, renormalize: false), logits: z)
         }
-        let later = ["value on part 1 §11's example", "gradient on part 1 §6's example",
+        let later = ["value on part 1 §11's example", "gradient on part 1 §11's example",
                      "a batch of 5 tokens: mean value, gradient against finite differences",
                      "logits near ±1000 stay finite", "inside an MoELayer beside the Switch loss"]
 

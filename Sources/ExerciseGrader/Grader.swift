@@ -70,7 +70,10 @@ public struct ExerciseResult: CustomStringConvertible {
                 lines.append(contentsOf: wrap(prefix + message, indent: "        "))
             }
         }
-        if !passed { lines.append("  The exercise: Notebooks/exercises.md, \(info.section); your file: \(info.file)") }
+        if !passed {
+            lines.append("  The exercise: Notebooks/exercises.md, \(info.section)")
+            lines.append("  Your file: \(info.file)")
+        }
         return lines.joined(separator: "\n")
     }
 }
@@ -155,8 +158,9 @@ public enum Grader {
     }
 }
 
-/// Breaks a message into lines of at most `width` characters after `indent`.
-func wrap(_ text: String, indent: String, width: Int = 96) -> [String] {
+/// Breaks a message into lines of at most `width` characters after `indent`
+/// (79: an 80-column terminal, without wrapping a word it did not choose).
+func wrap(_ text: String, indent: String, width: Int = 79) -> [String] {
     var lines: [String] = []
     for paragraph in text.split(separator: "\n", omittingEmptySubsequences: false) {
         var line = ""

@@ -52,8 +52,11 @@ public enum GradingProcess {
     }
 
     /// Runs `program` with `arguments`, stops it after `timeLimit` seconds,
-    /// and returns how it ended. nil if it could not be started.
-    public static func run(_ program: URL, arguments: [String], timeLimit: Double) -> GradingOutcome? {
+    /// and returns how it ended. nil if it could not be started. If it is still
+    /// running after `slowAfter` seconds, `onSlow` is called once with the check
+    /// it is in, so that a long wait is not a silent one.
+    public static func run(_ program: URL, arguments: [String], timeLimit: Double,
+                           slowAfter: Double = 5, onSlow: ((String?) -> Void)? = nil) -> GradingOutcome? {
         let child = Process()
         child.executableURL = program
         child.arguments = arguments
@@ -82,8 +85,18 @@ public enum GradingProcess {
             }
         }
         do { try child.run() } catch { return nil }
-        let deadline = Date().addingTimeInterval(timeLimit)
-        while child.isRunning && Date() < deadline { usleep(10_000) }
+        let start = Date(), deadline = start.addingTimeInterval(timeLimit)
+        var warned = onSlow == nil
+        while child.isRunning && Date() < deadline {
+            usleep(10_000)
+            if !warned && Date().timeIntervalSince(start) >= slowAfter {
+                warned = true
+                lock.lock()
+                let soFar = String(decoding: collected.err, as: UTF8.self)
+                lock.unlock()
+                onSlow?(parseAnnouncements(soFar).lastCheck)
+            }
+        }
         var timedOut = false
         if child.isRunning {
             timedOut = true
@@ -101,13 +114,7 @@ public enum GradingProcess {
         let stdout = String(decoding: collected.out, as: UTF8.self)
         let stderrText = String(decoding: collected.err, as: UTF8.self)
         lock.unlock()
-        var lastCheck: String? = nil, lastCheckFinished = false
-        var kept: [Substring] = []
-        for line in stderrText.split(separator: "\n", omittingEmptySubsequences: false) {
-            guard line.hasPrefix(marker) else { kept.append(line); continue }
-            let word = String(line.dropFirst(marker.count))
-            if word == finished { lastCheckFinished = true } else { lastCheck = word; lastCheckFinished = false }
-        }
+        let (lastCheck, lastCheckFinished, kept) = parseAnnouncements(stderrText)
         let ending: GradingOutcome.Ending
         if timedOut {
             ending = .timedOut(seconds: timeLimit)
@@ -117,8 +124,21 @@ public enum GradingProcess {
             ending = .exited(child.terminationStatus)
         }
         return GradingOutcome(ending: ending, standardOutput: stdout,
-                              standardError: kept.joined(separator: "\n"), lastCheck: lastCheck,
+                              standardError: kept, lastCheck: lastCheck,
                               lastCheckFinished: lastCheckFinished)
+    }
+
+    /// The child's standard error split into its announcements (the last check,
+    /// whether it finished) and everything else.
+    static func parseAnnouncements(_ text: String) -> (lastCheck: String?, finished: Bool, rest: String) {
+        var lastCheck: String? = nil, finishedCheck = false
+        var kept: [Substring] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            guard line.hasPrefix(marker) else { kept.append(line); continue }
+            let word = String(line.dropFirst(marker.count))
+            if word == finished { finishedCheck = true } else { lastCheck = word; finishedCheck = false }
+        }
+        return (lastCheck, finishedCheck, kept.joined(separator: "\n"))
     }
 
     /// "  1   0x000055a4… SwitchRouter.route(…) + 459 in exercises at /…/X.swift:56:51"

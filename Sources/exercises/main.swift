@@ -12,9 +12,10 @@
 // command `grade-one`), so that a crash in your code — a failed precondition,
 // an index out of range — ends that exercise, is reported in words (with the
 // check that was running, then a few lines of backtrace), and the others are
-// still graded. A child that runs longer than the time limit (30 s; the
-// slowest exercise takes about a second) is stopped and reported with the
-// check it was in: an endless loop. GradingProcess.swift does both.
+// still graded. A child still running after 5 s says which check it is in; at
+// the time limit (30 s; the slowest exercise takes about a second) it is
+// stopped and reported with that check: an endless loop. GradingProcess.swift
+// does both.
 import Foundation
 import ExerciseGrader
 import Exercises
@@ -69,7 +70,12 @@ func gradeHere(_ number: Int, reference: Bool) -> Bool {
 func gradeInChild(_ number: Int, reference: Bool, timeLimit: Double) -> Bool {
     guard let program = Bundle.main.executableURL,
           let outcome = GradingProcess.run(program, arguments: ["grade-one", String(number), "--announce"]
-                                           + (reference ? ["--reference"] : []), timeLimit: timeLimit)
+                                           + (reference ? ["--reference"] : []), timeLimit: timeLimit,
+                                           onSlow: { check in
+                                               say("exercise \(number): still running after 5 s" +
+                                                   (check.map { " in the check '\($0)'" } ?? "") +
+                                                   "; stopping it at \(String(format: "%g", timeLimit)) s")
+                                           })
     else { return gradeHere(number, reference: reference) }
     if let report = GradingProcess.failureReport(exercise: number, outcome) {
         say(report)

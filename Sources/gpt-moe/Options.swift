@@ -113,6 +113,8 @@ struct Options {
         each changes the preset's routing (top-k softmax, Switch loss):
         \(RoutingFlags.usage(topK: "the preset's", auxWeight: "the preset's", gateNoise: "none", gateBias: "on in the GPT"))
           (top-1 softmax routing is never renormalised here: Switch's gate, output times probability)
+          (refused here: --router expert-choice and --overflow score|choice-order, which would let a
+          token's output depend on later tokens; Notebooks/part4-gpt.md, §5)
         Optimisation:
           --batch-size N     windows per step (default 32; throughput_opt uses twice this
                              for half the steps)

@@ -430,14 +430,19 @@ final class ExerciseGraderTests: XCTestCase {
 
     func testAHangIsStoppedAndNamesTheCheck() throws {
         let start = Date()
-        let outcome = try child("sleep 30", timeLimit: 0.5)
+        var slowNotice: String?? = nil
+        let outcome = try XCTUnwrap(GradingProcess.run(
+            URL(fileURLWithPath: "/bin/sh"),
+            arguments: ["-c", "printf '%s\\n' \"\(GradingProcess.marker)backward: the task loss's dL/dlogits\" >&2; sleep 30"],
+            timeLimit: 0.8, slowAfter: 0.3, onSlow: { slowNotice = .some($0) }))
+        XCTAssertEqual(slowNotice, .some("backward: the task loss's dL/dlogits"), "a slow check is announced while it runs")
         XCTAssertLessThan(Date().timeIntervalSince(start), 10, "the time limit was not applied")
-        XCTAssertEqual(outcome.ending, .timedOut(seconds: 0.5))
+        XCTAssertEqual(outcome.ending, .timedOut(seconds: 0.8))
         XCTAssertEqual(outcome.lastCheck, "backward: the task loss's dL/dlogits")
         let report = try XCTUnwrap(GradingProcess.failureReport(exercise: 1, outcome))
         XCTAssertTrue(report.hasPrefix("Exercise 1 — "), report)
         let text = report.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
-        XCTAssertTrue(text.contains("still running after 0.5 s in the check 'backward: the task loss's dL/dlogits'"), report)
+        XCTAssertTrue(text.contains("still running after 0.8 s in the check 'backward: the task loss's dL/dlogits'"), report)
     }
 
     func testACrashLeadsWithTheExplanationAndAShortBacktrace() throws {

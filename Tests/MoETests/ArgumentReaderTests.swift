@@ -25,3 +25,20 @@ final class ArgumentReaderTests: XCTestCase {
         XCTAssertEqual(flags(inUsage: usage), ["--epochs", "--no-shuffle", "--help", "--data-dir"])
     }
 }
+
+/// moe-bench's usage errors, without running a benchmark.
+final class BenchCommandLineTests: CommandLineTestCase {
+    override class var program: String { "moe-bench" }
+
+    func testUsageErrorsAreOneLineWithAGuess() throws {
+        for (arguments, says) in [(["--jsn"], "did you mean --json?"), (["--only", "gemm"], "--only must be matmul or step"),
+                                  (["--only"], "--only needs a value")] {
+            let outcome = try run(arguments)
+            XCTAssertEqual(outcome.status, 2, outcome.summary)
+            XCTAssertEqual(outcome.stdout, "", "nothing benchmarked")
+            XCTAssertEqual(outcome.errorLines.count, 1, outcome.stderr)
+            XCTAssertTrue(outcome.stderr.hasPrefix("moe-bench: ") && outcome.stderr.contains(says), outcome.stderr)
+            XCTAssertTrue(outcome.stderr.contains("(moe-bench --help lists every option)"), outcome.stderr)
+        }
+    }
+}

@@ -17,7 +17,8 @@
 // reported, balanced against and saved as k = 1. A router with E slots
 // (expert choice: slot j is expert j) keeps --top-k, which is then its
 // average experts per token, as in the library's expert choice
-// (Notebooks/exercises.md, "Your router on the command line").
+// (Notebooks/exercises.md, "How the exercises work": "Your router on the
+// command line").
 //
 // Legend: E experts, D model width.
 import Foundation

@@ -1,5 +1,5 @@
 // Which routings a decoder can use: a language model's prediction at position
-// t may depend on tokens 0…t only (Notebooks/part4-gpt.md, §2, the causal
+// t may depend on tokens 0…t only (Notebooks/part4-gpt.md, §4, the causal
 // mask). Attention keeps that promise by its mask; the MoE layer keeps it
 // only when each token's routing depends on that token alone, or on earlier
 // tokens. Two choices here break it:
