@@ -31,7 +31,7 @@ final class BenchCommandLineTests: CommandLineTestCase {
     override class var program: String { "moe-bench" }
 
     func testUsageErrorsAreOneLineWithAGuess() throws {
-        for (arguments, says) in [(["--jsn"], "did you mean --json?"), (["--only", "gemm"], "--only must be matmul or step"),
+        for (arguments, says) in [(["--jsn"], "did you mean --json?"), (["--only", "gemm"], "--only must be matmul, step or pretrained"),
                                   (["--only"], "--only needs a value")] {
             let outcome = try run(arguments)
             XCTAssertEqual(outcome.status, 2, outcome.summary)
