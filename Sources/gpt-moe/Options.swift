@@ -18,6 +18,7 @@ struct Options {
     var evalWindows = 256          // validation windows per evaluation (of ~1,700 at context 64)
     var patience = 0               // evaluations without improvement before stopping; 0: never
     var timingRounds = 30          // compare: interleaved timing rounds after training (0: none)
+    var probeWindows = 16          // validation windows whose routing each evaluation records (1,024 tokens)
 
     // The model.
     var layers = 4
@@ -65,6 +66,8 @@ struct Options {
         usage: gpt-moe [train] [options]
                gpt-moe compare [options]
                gpt-moe sample --checkpoint FILE [--prompt TEXT] [sampling options]
+               gpt-moe route --checkpoint FILE --prompt TEXT [--json] [--svg FILE]
+               gpt-moe specialize --checkpoint FILE --domains DIR [analysis options]
 
         Trains a small GPT whose feed-forward sublayers are dense or mixtures of experts,
         with every backward pass written by hand. `train` (the default) trains one preset
@@ -82,6 +85,8 @@ struct Options {
           --patience N       stop after N evaluations without a new best, 0 = never (default 0)
           --timing-rounds N  compare: after training, N rounds of one step per model in turn,
                              timed for the speed ratios; 0 = none (default 30)
+          --probe-windows N  validation windows whose top-1 experts every evaluation records,
+                             for the routing stability curve; 0 = none (default 16)
         Model:
           --preset NAME      train: dense, baseline, top2, strong_reg or throughput_opt (default baseline)
           --layers N         transformer blocks (default 4)
@@ -121,6 +126,28 @@ struct Options {
           --length N         tokens to generate (default 400)
           --sample-temperature X  divide the logits by X; 0 = always the likeliest (default 0.8)
           --sample-top-k N   sample among the N likeliest tokens, 0 = all (default 0)
+        Routing analysis (Notebooks/part6-specialization.md):
+          route              per token and MoE block of --prompt (at most the context),
+                             the chosen experts: a grid of top-1 experts, coloured on a terminal
+            --json           instead, {"tokens", "layers": [{"layer", "experts", "weights"}]}
+            --svg FILE       also a token × block heatmap
+          specialize         per MoE block, each expert's share of each domain's tokens, the
+                             mutual information domain ↔ expert beside its permutation chance
+                             level and p-value, the tokens of highest lift per expert; the same
+                             with the token's frequency band in the training text
+            --domains DIR    one UTF-8 file per domain, the file name its name
+            --text FILE      the training text, for the bands (default data/tinyshakespeare/input.txt)
+            --val-fraction X as in training: the bands count the text before it (default 0.1)
+            --bands N        frequency bands, 3 = rare/middle/common terciles (default 3)
+            --band-by WHAT   tokens: each band ~1/N of the training tokens; types: of the
+                             vocabulary (default tokens)
+            --permutations N label shuffles for the chance level and p-value (default 1000)
+            --seed N         seed of the shuffles (default 0)
+            --top-tokens N   characteristic tokens per expert (default 5)
+            --min-count N    occurrences a token needs to be ranked by lift (default 5)
+            --out DIR        also write specialization.json and heatmaps there
+            --against FILE   a second checkpoint (another seed): how much its top-1 experts
+                             say about this one's, block by block, on the same tokens
           -h, --help         this text
         """
     }
@@ -148,6 +175,7 @@ struct Options {
             case "--eval-windows": o.evalWindows = try args.int(flag, 0...10_000_000)
             case "--patience": o.patience = try args.int(flag, 0...100_000)
             case "--timing-rounds": o.timingRounds = try args.int(flag, 0...100_000); sawTimingRounds = true
+            case "--probe-windows": o.probeWindows = try args.int(flag, 0...100_000)
             case "--layers": o.layers = try args.int(flag, 1...64)
             case "--width": o.width = try args.int(flag, 1...8192)
             case "--heads": o.heads = try args.int(flag, 1...256)
@@ -265,6 +293,7 @@ struct Options {
         t.evalInterval = max(1, evalInterval / preset.batchMultiplier)
         t.evalWindows = evalWindows
         t.patience = patience
+        t.probeWindows = probeWindows
         t.seed = seed
         return t
     }
@@ -273,7 +302,7 @@ struct Options {
     var json: [String: Any] {
         var j: [String: Any] = [
             "command": command, "steps": steps, "epochs": epochs, "eval_interval": evalInterval,
-            "eval_windows": evalWindows, "patience": patience, "layers": layers, "width": width, "heads": heads,
+            "eval_windows": evalWindows, "patience": patience, "probe_windows": probeWindows, "layers": layers, "width": width, "heads": heads,
             "context": context, "hidden": hidden ?? 4 * width, "tie_weights": tieWeights,
             "text": synthetic ? "synthetic" : (text ?? TinyShakespeare.defaultPath), "tokenizer": tokenizer,
             "stride": stride ?? context, "val_fraction": validationFraction, "experts": experts,

@@ -1,6 +1,7 @@
 // The tables of the notes' "MoE vs Dense" section, filled in from this run,
 // and the files of --out: summary.json, loss_curves.svg, expert_usage.svg,
-// router_entropy.svg. Every number printed here was measured in this process.
+// router_entropy.svg, routing_stability.svg (Notebooks/part6-specialization.md,
+// §5). Every number printed here was measured in this process.
 //
 // The runs: Notebooks/part4-gpt.md, §8.
 import Foundation
@@ -105,6 +106,31 @@ struct RunReport {
             section(String(format: "Expert usage and router entropy per MoE block (validation set; uniform %.1f%%, max entropy ln %d = %.3f nats)",
                            100 / Double(e), e, log(Double(e))), usage)
         }
+
+        // When routing settled: the probe's agreement with its final routing (Analysis/StabilityCurve.swift).
+        let probed = runs.filter { !$0.trainer.probeRecords.isEmpty && !$0.model.moeLayers.isEmpty }
+        if let p = probed.first {
+            // The agreement at the start and at each quarter of the run (the nearest evaluation at or before it).
+            var stability = TextTable(headers: ["Model", "Block", "Stable ≥ 90% from step", "Step 0", "25%", "50%", "75%"])
+            for run in probed {
+                for (curve, (layer, _)) in zip(run.trainer.stabilityCurves, run.model.moeLayers) {
+                    let quarters = [0, 1, 2, 3].map { q -> String in
+                        let target = run.trainer.step * q / 4
+                        guard let i = curve.steps.lastIndex(where: { $0 <= target }) else { return "-" }
+                        return String(format: "%.0f%% @%d", 100 * curve.agreement[i], curve.steps[i])
+                    }
+                    stability.addRow([run.preset.name, "\(layer)", curve.firstStableStep().map(String.init) ?? "-"] + quarters)
+                }
+            }
+            let tokens = p.trainer.probeInputs.reduce(0) { $0 + $1.count }
+            section("Routing stability: share of \(Self.int(tokens)) probe tokens (\(p.trainer.probeInputs.count) validation windows) "
+                    + "whose top-1 expert at each evaluation is their expert at the last", stability)
+            text += probed.map { run in
+                String(format: "%@: recording the probe took %.2f s, %.2f%% of the %.1f s of training steps\n", run.preset.name,
+                       run.trainer.probeSeconds, 100 * run.trainer.probeSeconds / run.trainer.totalTiming.total,
+                       run.trainer.totalTiming.total)
+            }.joined()
+        }
         return text
     }
 
@@ -112,6 +138,7 @@ struct RunReport {
 
     var plotNames: [String] {
         ["loss_curves.svg"] + (runs.contains { !$0.validationRouting.isEmpty } ? ["expert_usage.svg", "router_entropy.svg"] : [])
+            + (runs.contains { !$0.trainer.probeRecords.isEmpty && !$0.validationRouting.isEmpty } ? ["routing_stability.svg"] : [])
     }
 
     func summary() -> [String: Any] {
@@ -154,6 +181,19 @@ struct RunReport {
                     return e
                 },
             ]
+            if !run.trainer.probeRecords.isEmpty && !run.validationRouting.isEmpty {
+                // Notebooks/part6-specialization.md, §5 documents these keys.
+                let t = run.trainer
+                entry["routing_stability"] = [
+                    "probe_windows": t.probeInputs.count, "probe_tokens": t.probeInputs.reduce(0) { $0 + $1.count },
+                    "probe_seconds": t.probeSeconds, "probe_share_of_train_time": t.probeSeconds / t.totalTiming.total,
+                    "threshold": 0.9,
+                    "blocks": zip(t.stabilityCurves, run.model.moeLayers).map { curve, l -> [String: Any] in
+                        ["block": l.layer, "steps": curve.steps, "agreement_with_final": curve.agreement,
+                         "first_stable_step": curve.firstStableStep().map { $0 as Any } ?? NSNull()]
+                    },
+                ] as [String: Any]
+            }
             if !run.validationRouting.isEmpty {
                 entry["validation_routing"] = run.validationRouting.map {
                     ["block": $0.layer, "usage": $0.usage, "router_entropy": $0.routerEntropy, "load_cv": $0.loadCV] as [String: Any]
@@ -207,5 +247,20 @@ struct RunReport {
         let entropyChart = LineChart(title: "Router entropy per MoE block (training steps)", xLabel: "training tokens (millions)",
                                      yLabel: "nats per token", series: entropy)
         try AtomicFile.write(Data(entropyChart.svg().utf8), to: directory.appendingPathComponent("router_entropy.svg"))
+
+        // Beside it, on the same x axis: when each block's routing settled.
+        var agreement: [(name: String, points: [(x: Double, y: Double)])] = []
+        for run in moeRuns where !run.trainer.probeRecords.isEmpty {
+            for (curve, l) in zip(run.trainer.stabilityCurves, run.model.moeLayers) {
+                agreement.append(("\(run.preset.name) block \(l.layer)", zip(curve.steps, curve.agreement).map { (tokens(run, $0), $1) }))
+            }
+        }
+        guard !agreement.isEmpty else { return }
+        agreement.append(("90%", [(0, 0.9), (end, 0.9)]))
+        agreement.append(("chance 1/E", [(0, 1 / Double(e)), (end, 1 / Double(e))]))
+        let stability = LineChart(title: "Routing stability: probe tokens whose top-1 expert is their final one",
+                                  xLabel: "training tokens (millions)", yLabel: "share of probe tokens", series: agreement,
+                                  yRange: 0...1)
+        try AtomicFile.write(Data(stability.svg().utf8), to: directory.appendingPathComponent("routing_stability.svg"))
     }
 }

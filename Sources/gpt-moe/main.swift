@@ -4,6 +4,8 @@
 //     swift run gpt-moe                     # train the MoE baseline on Tiny Shakespeare, print a sample
 //     swift run gpt-moe compare             # the five presets under one seed, the notes' table
 //     swift run gpt-moe sample --checkpoint runs/gpt-moe/baseline.safetensors --prompt "ROMEO:"
+//     swift run gpt-moe route --checkpoint runs/gpt-moe/baseline.safetensors --prompt "ROMEO:"   # Analysis.swift
+//     swift run gpt-moe specialize --checkpoint runs/gpt-moe/baseline.safetensors --domains Notebooks/domains
 //     swift run gpt-moe --help              # every option
 //
 // Reads the corpus (downloading Tiny Shakespeare if missing), builds the
@@ -20,6 +22,11 @@ func fail(_ message: String, usage: Bool = false, status: Int32 = 1) -> Never {
 }
 
 // MARK: - Options
+
+// route and specialize read a checkpoint and have options of their own (Analysis.swift).
+if let first = CommandLine.arguments.dropFirst().first, AnalysisOptions.commands.contains(first) {
+    runAnalysisCommand(Array(CommandLine.arguments.dropFirst()))
+}
 
 let options: Options
 do {

@@ -87,6 +87,9 @@ struct RunReport {
                 spec.addRow(["\(digit)", cell(ranked[0]), ranked.count > 1 ? cell(ranked[1]) : "-"])
             }
             section("Expert specialization (test set, share of each digit's routing slots)", spec)
+            // How much the top-1 expert says about the digit, beside chance (Notebooks/part6-specialization.md, §6).
+            text += "I(digit; top-1 expert) = \(r.specializationTest().summary), of at most H(digit) = "
+                + String(format: "%.3f bits\n", r.topExpertTable.labelEntropyBits)
 
             var usage = TextTable(headers: ["Expert", "Share of routed slots", "Mean router probability"])
             let u = r.statistics.usage, p = r.statistics.meanProbabilities
@@ -158,6 +161,7 @@ struct RunReport {
                 entry["load_entropy"] = r.statistics.loadEntropy
                 entry["load_cv"] = r.statistics.loadCoefficientOfVariation
                 entry["specialization"] = r.specialization
+                entry["digit_expert_mutual_information"] = r.specializationTest().json   // top-1 expert; part6, §6
             }
             return entry
         }

@@ -255,7 +255,7 @@ public struct BarChart {
 // MARK: - Shared machinery
 
 /// A data interval with its tick values, as drawn along one axis.
-private struct Axis {
+struct Axis {
     var lower: Double, upper: Double
     var ticks: [Double]
     /// Decimals that print every tick exactly (a step of 0.05 needs two).
@@ -311,7 +311,7 @@ private struct Axis {
 }
 
 /// The rectangle inside the axes, and the linear scales onto it.
-private struct PlotArea {
+struct PlotArea {
     var left: Double, top: Double, right: Double, bottom: Double
     var width: Double { right - left }
     var height: Double { bottom - top }
@@ -333,7 +333,7 @@ private struct PlotArea {
 }
 
 /// One line of a legend: a coloured sample and a name.
-private struct LegendEntry {
+struct LegendEntry {
     var name: String
     var colour: String
     var dash: String?
@@ -358,7 +358,7 @@ private struct LegendEntry {
 }
 
 /// An RGB colour with components in 0...1.
-private struct Colour {
+struct Colour {
     var red: Double, green: Double, blue: Double
     init(_ red: Double, _ green: Double, _ blue: Double) { (self.red, self.green, self.blue) = (red, green, blue) }
 
@@ -387,10 +387,11 @@ private struct Colour {
 }
 
 /// A coordinate as short text: two decimals are far below a pixel.
-private func px(_ value: Double) -> String { String(format: "%.2f", value) }
+func px(_ value: Double) -> String { String(format: "%.2f", value) }
 
-/// Collects SVG elements and wraps them into a document.
-private struct Canvas {
+/// Collects SVG elements and wraps them into a document. (Internal, not private:
+/// Analysis/TokenRoutingChart.swift draws with it too.)
+struct Canvas {
     var width: Double, height: Double
     private var elements: [String] = []
 

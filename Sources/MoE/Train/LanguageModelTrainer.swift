@@ -39,6 +39,9 @@ public struct LanguageModelTrainingConfig {
     public var evalWindows = 0
     /// Stop when this many evaluations in a row did not improve the best validation loss; 0: never.
     public var patience = 0
+    /// Validation windows whose top-1 routing every evaluation records (evenly
+    /// spaced, the same ones each time; 0: none). Analysis/ProbeRouting.swift.
+    public var probeWindows = 0
     public var seed: UInt64 = 0
     public init() {}
 }
@@ -124,6 +127,12 @@ public final class LanguageModelTrainer {
     public private(set) var bestValidationLoss = Double.infinity
     public private(set) var bestStep = 0
     private var bestWeights: [Tensor] = []
+    /// The probe's windows, fixed at the start: every probe routes exactly these tokens.   [P windows][T]
+    public let probeInputs: [[Int]]
+    /// Per evaluation, the probe's top-1 experts (Analysis/ProbeRouting.swift).
+    public internal(set) var probeRecords: [ProbeRecord] = []
+    /// Seconds spent routing the probe, summed over the run.
+    public internal(set) var probeSeconds = 0.0
 
     public init(model: GPT, train: TokenWindows, validation: TokenWindows, config: LanguageModelTrainingConfig) {
         precondition(train.count > 0, "LanguageModelTrainer: the training split has no window of \(train.context + 1) tokens")
@@ -135,6 +144,7 @@ public final class LanguageModelTrainer {
         self.config = config
         optimizer = Adam(parameters: model.parameters, learningRate: config.learningRate)
         rng = Xoshiro256(seed: config.seed ^ 0xDA7A_0DE5)
+        probeInputs = Self.probeWindows(config.probeWindows, of: validation)
     }
 
     /// Steps in one pass over the training windows (the last batch may be smaller).
@@ -254,6 +264,7 @@ public final class LanguageModelTrainer {
                         _ onEvaluation: (EvaluationRecord, Bool) -> Void) -> Bool {
         let routing = currentRouting()
         let validationLoss = evaluate()
+        if !probeInputs.isEmpty { recordProbe() }
         let improved = validationLoss < bestValidationLoss
         if improved {
             bestValidationLoss = validationLoss

@@ -75,6 +75,24 @@ public struct RoutingReport {
     /// that went to each expert (each row sums to 1; with top-k, an expert can
     /// hold at most 1/k of a class, since an image picks an expert once).
     public var specialization: [[Double]]
+    /// The label of every image routed, in order.   [count]
+    public var labels: [Int] = []
+    /// Each image's top-1 expert (its highest-weight slot; −1 if no expert took it).   [count]
+    public var topExperts: [Int] = []
+
+    /// Class × top-1 expert counts, the table the mutual information is read from.
+    public var topExpertTable: ContingencyTable {
+        ContingencyTable(labels: labels, experts: topExperts, labelCount: specialization.count,
+                         expertCount: statistics.usage.count)
+    }
+
+    /// I(class; top-1 expert) in bits beside its chance level under shuffled labels
+    /// and the permutation p-value (Analysis/PermutationTest.swift;
+    /// Notebooks/part6-specialization.md, §6 reads it for MNIST).
+    public func specializationTest(permutations: Int = 1000, seed: UInt64 = 0) -> PermutationTest {
+        .mutualInformation(labels: labels, experts: topExperts, labelCount: specialization.count,
+                           expertCount: statistics.usage.count, permutations: permutations, seed: seed)
+    }
 }
 
 /// Trains one classifier with Adam, epoch by epoch.
@@ -162,6 +180,7 @@ public final class Trainer {
         let e = model.moe.experts.count
         var counts = [[Int]](repeating: [Int](repeating: 0, count: e), count: classes)
         var start = 0
+        var topExperts: [Int] = []
         model.setMode(training: false, progress: 1)
         while start < data.count {
             let (x, y) = data.batch(start..<min(data.count, start + chunk))
@@ -170,13 +189,15 @@ public final class Trainer {
             for t in 0..<y.count {
                 for j in 0..<r.k { if let e = r.dispatchedExpert(token: t, slot: j) { counts[y[t]][e] += 1 } }
             }
+            topExperts += TokenRouting.Layer(layer: 0, routing: r).topExperts
             start += chunk
         }
         let specialization = counts.map { row -> [Double] in
             let total = row.reduce(0, +)
             return row.map { total > 0 ? Double($0) / Double(total) : 0 }
         }
-        let report = RoutingReport(statistics: model.moe.statistics, specialization: specialization)
+        let report = RoutingReport(statistics: model.moe.statistics, specialization: specialization,
+                                   labels: data.labels, topExperts: topExperts)
         model.moe.resetStatistics()
         return report
     }
