@@ -76,6 +76,22 @@ final class AnalysisTests: XCTestCase {
         XCTAssertGreaterThan(real.observedBits, 20 * real.chanceBits)
     }
 
+    func testTypeGroupingNullSeparatesAMeaningfulGroupingFromARandomOne() {
+        // 12 token types, each always sent to expert type % 3. Grouping the
+        // types by type % 3 names the expert exactly (log2 3 bits); a random
+        // grouping of 4 types per label mixes experts and carries less.
+        let tokens = (0..<600).map { $0 % 12 }
+        let experts = tokens.map { $0 % 3 }
+        let meaningful = (0..<12).map { $0 % 3 }
+        let test = PermutationTest.typeGrouping(tokens: tokens, labelOfType: meaningful, experts: experts, labelCount: 3,
+                                                expertCount: 3, permutations: 200, seed: 4)
+        print("type grouping:", test.summary)
+        XCTAssertEqual(test.observedBits, log2(3), accuracy: 1e-12)
+        XCTAssertLessThan(test.chanceBits, 0.6 * log2(3))
+        // Only a grouping that is a relabelling of the meaningful one ties it: (4!)³·3!/12! of all, rare in 200.
+        XCTAssertLessThan(test.pValue, 0.05)
+    }
+
     func testPermutationTestIsDeterministicForASeed() {
         let labels = [0, 0, 1, 1, 2, 2, 0, 1], experts = [1, 1, 0, 0, 2, 1, 1, 0]
         let a = PermutationTest.mutualInformation(labels: labels, experts: experts, labelCount: 3, expertCount: 3, permutations: 50, seed: 3)

@@ -9,7 +9,7 @@
 //                              domain × expert (Specialization.analyse, with I(· | token))
 //                              token × expert   (I(token; expert), for scale)
 //                              band × expert    (FrequencyBands from a token source)
-//                              random groupings of the token types (GroupingNull)
+//                              random groupings of the token types (PermutationTest.typeGrouping)
 //     SpecializationRun.printReport   the tables, MI beside chance, lift
 //
 // A command only chooses the model, the tokenizer and where the frequencies come
@@ -126,18 +126,6 @@ public struct RoutingGrid {
     }
 }
 
-/// I(band; expert) when each vocabulary entry's band is shuffled: the chance
-/// level of "any grouping of the token types", for the frequency bands.
-public struct GroupingNull {
-    public var mean: Double, standardDeviation: Double, maximum: Double
-    public var atLeastObserved: Int, draws: Int
-    public var pValue: Double { Double(1 + atLeastObserved) / Double(1 + draws) }
-    public var json: [String: Any] {
-        ["chance_mi_bits": mean, "chance_mi_std_bits": standardDeviation, "chance_mi_max_bits": maximum,
-         "p_value": pValue, "draws": draws]
-    }
-}
-
 /// Everything `specialize` computes for one model and one domains folder.
 public struct SpecializationRun {
     public let domains: [DomainText]
@@ -154,7 +142,7 @@ public struct SpecializationRun {
     /// Per layer, I(token; expert) beside its chance level.   [L]
     public let byToken: [PermutationTest]
     /// Per layer, I(band; expert) for random groupings of the token types.   [L]
-    public let randomGrouping: [GroupingNull]
+    public let randomGrouping: [PermutationTest]
 
     /// Routes every domain through `model` (in pieces of its context, `routeStream`)
     /// and runs the statistics. Seeds: domains `seed`, bands `seed + 1000`, token
@@ -195,31 +183,17 @@ public struct SpecializationRun {
                                             topTokens: topTokens, minimumCount: minimumCount)
         // The stricter null for "frequency lines": the router sorts tokens by their
         // identity anyway (I(token; expert) above), so any grouping of the token
-        // types carries some information about the expert. Shuffle the band of each
-        // vocabulary entry (the same number of types per band) and see how much a
-        // random grouping carries; frequency matters only if the real bands beat it.
-        let groupingDraws = min(permutations, 200)
-        let randomGrouping = layers.enumerated().map { i, l -> GroupingNull in
-            var shuffledBands = bands.bandOfToken
-            var rng = Xoshiro256(seed: seed &+ 4000 &+ UInt64(i))
-            let top = l.topExperts
-            let observed = byBand[i].test.observedBits
-            var values: [Double] = []
-            for _ in 0..<groupingDraws {
-                if groupSeenTypesOnly {
-                    var seenBands = distinct.map { shuffledBands[$0] }
-                    rng.shuffle(&seenBands)
-                    for (t, b) in zip(distinct, seenBands) { shuffledBands[t] = b }
-                } else {
-                    rng.shuffle(&shuffledBands)
-                }
-                values.append(ContingencyTable(labels: ids.map { shuffledBands[$0] }, experts: top, labelCount: bands.bandCount,
-                                               expertCount: e).mutualInformationBits)
-            }
-            let mean = values.reduce(0, +) / Double(values.count)
-            let sd = (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(values.count)).squareRoot()
-            return GroupingNull(mean: mean, standardDeviation: sd, maximum: values.max() ?? .nan,
-                                atLeastObserved: values.filter { $0 >= observed - 1e-12 }.count, draws: groupingDraws)
+        // types carries some information about the expert; frequency matters only
+        // if the real bands beat random groupings of the types (PermutationTest.typeGrouping).
+        // With `groupSeenTypesOnly` the groupings are drawn over the types that occur:
+        // tokens renumbered 0..<distinct, each keeping its band.
+        let (groupTokens, groupLabels) = groupSeenTypesOnly
+            ? (tokenLabels, distinct.map { bands.bandOfToken[$0] })
+            : (ids, bands.bandOfToken)
+        let randomGrouping = layers.enumerated().map { i, l in
+            PermutationTest.typeGrouping(tokens: groupTokens, labelOfType: groupLabels, experts: l.topExperts,
+                                         labelCount: bands.bandCount, expertCount: e, permutations: min(permutations, 200),
+                                         seed: seed &+ 4000 &+ UInt64(i))
         }
         self.domains = domains
         self.expertCount = e
@@ -249,7 +223,7 @@ public struct SpecializationRun {
     /// Per MoE layer: the share table, the mutual information beside its chance level, the characteristic tokens.
     public static func report(_ layers: [LayerSpecialization], labelNames: [String], labelTitle: String,
                               decode: (Int) -> String, minimumCount: Int, characteristicTokens: Bool = true,
-                              randomGrouping: [GroupingNull] = [], layerName: String = "block") {
+                              randomGrouping: [PermutationTest] = [], layerName: String = "block") {
         guard let first = layers.first else { return }
         let e = first.table.expertCount
         for (index, l) in layers.enumerated() {
@@ -265,7 +239,8 @@ public struct SpecializationRun {
             if index < randomGrouping.count {
                 let g = randomGrouping[index]
                 print(String(format: "A random grouping of the token types into bands of the same sizes gives %.4f ± %.4f bits "
-                             + "(max %.4f, %d draws; p = %.3g)", g.mean, g.standardDeviation, g.maximum, g.draws, g.pValue))
+                             + "(max %.4f, %d draws; p = %.3g)", g.chanceBits, g.chanceStandardDeviationBits, g.chanceMaximumBits,
+                             g.permutations, g.pValue))
             }
             if let c = l.conditionalTest {
                 print("I(\(labelTitle.lowercased()); expert | token) = \(c.summary): what the \(labelTitle.lowercased()) adds to the token")

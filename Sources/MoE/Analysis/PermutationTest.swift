@@ -150,6 +150,44 @@ public struct PermutationTest: Equatable {
                                atLeastObserved: atLeast, permutations: permutations, seed: seed)
     }
 
+    /// The test for a label that is a function of the token, such as its
+    /// frequency band: `labelOfType[t]` is the label of token id t. Shuffling
+    /// the labels of the N tokens would break that function, and the router,
+    /// which sorts tokens by identity, would beat it by far whatever the label
+    /// meant. The stricter null keeps the function and draws it at random:
+    /// shuffle `labelOfType` over the token ids (the same number of types per
+    /// label), relabel every token, measure I again. A label beats this only if
+    /// grouping the types *by it* tells more about the expert than grouping them
+    /// at random does (Notebooks/part6-specialization.md, §4).
+    /// - Complexity: O(B·(N + V + R·E)) for V token ids.
+    public static func typeGrouping(tokens: [Int], labelOfType: [Int], experts: [Int], labelCount: Int,
+                                    expertCount: Int, permutations: Int = 200, seed: UInt64 = 0) -> PermutationTest {
+        precondition(tokens.count == experts.count, "PermutationTest: \(tokens.count) tokens for \(experts.count) experts")
+        let kept = experts.indices.filter { experts[$0] >= 0 }
+        let ids = kept.map { tokens[$0] }, chosen = kept.map { experts[$0] }   // [N]
+        func information(_ map: [Int]) -> Double {
+            var counts = [Int](repeating: 0, count: labelCount * expertCount)
+            for i in ids.indices { counts[map[ids[i]] * expertCount + chosen[i]] += 1 }
+            return ContingencyTable.mutualInformationBits(flat: counts, labelCount: labelCount, expertCount: expertCount)
+        }
+        let observed = information(labelOfType)
+        var map = labelOfType
+        var rng = Xoshiro256(seed: seed)
+        var sum = 0.0, squares = 0.0, maximum = 0.0, atLeast = 0
+        for _ in 0..<permutations {
+            rng.shuffle(&map)
+            let value = information(map)
+            sum += value; squares += value * value; maximum = max(maximum, value)
+            if value >= observed - 1e-12 { atLeast += 1 }
+        }
+        let b = Double(max(permutations, 1))
+        let mean = sum / b
+        return PermutationTest(observedBits: observed, chanceBits: permutations > 0 ? mean : .nan,
+                               chanceStandardDeviationBits: permutations > 1 ? (max(0, squares / b - mean * mean)).squareRoot() : .nan,
+                               chanceMaximumBits: permutations > 0 ? maximum : .nan,
+                               atLeastObserved: atLeast, permutations: permutations, seed: seed)
+    }
+
     /// The result as it goes into a summary.json (keys documented in Notebooks/part6-specialization.md, §3).
     public var json: [String: Any] {
         func num(_ x: Double) -> Any { x.isFinite ? x : NSNull() }
