@@ -144,6 +144,13 @@ final class PretrainedRoutingTests: CommandLineTestCase {
             XCTAssertEqual(l.table.total, all.count)
             XCTAssertTrue(l.test.pValue > 0 && l.test.pValue <= 1)
         }
+        // The random groupings are drawn over the seen types only: 200 draws at most, p in (0, 1].
+        XCTAssertEqual(run.randomGrouping.count, 2)
+        for (g, band) in zip(run.randomGrouping, run.byBand) {
+            XCTAssertEqual(g.permutations, 50)
+            XCTAssertEqual(g.observedBits, band.test.observedBits, accuracy: 1e-9)
+            XCTAssertTrue(g.pValue > 0 && g.pValue <= 1)
+        }
         // The routing of the stream is the routing of each domain as one sequence (both fit the context).
         let first = model.routeTokens(domains[0].ids)
         XCTAssertEqual(run.layers[0].experts.prefix(domains[0].ids.count).map { $0 }, first[0].experts)
