@@ -129,74 +129,13 @@ func route(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
         .joined(separator: ", ") + (o.svg.map { "; heatmap in \($0)" } ?? "") + " (--json: every expert and weight)")
 }
 
-/// The routing as text: rows of tokens, under each the top-1 expert in every
-/// MoE block, wrapped to fit 80 columns; on a terminal each expert number has
-/// a background colour of its own, so runs of one expert show at a glance.
-struct RoutingGrid {
-    let routing: TokenRouting
-    let colour: Bool
-    let width = 80
-
-    /// ANSI 256-colour backgrounds, the Okabe–Ito hues of the SVG where the palette has them.
-    static let palette = [32, 166, 36, 175, 178, 74, 227, 245, 90, 130, 22, 160, 25, 214, 99, 58]
-
-    func render() -> String {
-        let e = max(routing.expertCount, 1)
-        let tokens = routing.tokens.map { TokenRoutingChart.visible($0, limit: 5) }
-        let cell = max(tokens.map(\.count).max() ?? 1, String(e - 1).count) + 1
-        let label = max(6, routing.layers.map { "block \($0.layer)".count }.max() ?? 6) + 1
-        let perLine = max(1, (width - label) / cell)
-        func pad(_ s: String, _ w: Int) -> String { s + String(repeating: " ", count: max(0, w - s.count)) }
-        var lines: [String] = []
-        var start = 0
-        while start < tokens.count {
-            let range = start..<min(tokens.count, start + perLine)
-            let header = pad("token", label) + range.map { pad(tokens[$0], cell) }.joined()
-            lines.append(String(header.reversed().drop(while: { $0 == " " }).reversed()))
-            for layer in routing.layers {
-                var row = pad("block \(layer.layer)", label)
-                for t in range {
-                    let expert = layer.experts[t].first
-                    let text = pad(expert.map(String.init) ?? "-", cell - 1)
-                    if colour, let expert {
-                        row += "\u{1B}[48;5;\(Self.palette[expert % Self.palette.count])m\u{1B}[38;5;16m\(text)\u{1B}[0m "
-                    } else {
-                        row += text + " "
-                    }
-                }
-                lines.append(String(row.reversed().drop(while: { $0 == " " }).reversed()))
-            }
-            lines.append("")
-            start += perLine
-        }
-        return lines.joined(separator: "\n")
-    }
-}
-
 // MARK: - specialize
 
 func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
-    // The domains: every regular, non-hidden file of the folder, by name.
+    // The domains: every regular, non-hidden file of the folder, by name (DomainFolder, shared with pretrained-moe).
     let folder = URL(fileURLWithPath: o.domains!)
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: folder.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-        fail("\(folder.path): no such folder (--domains wants a folder with one UTF-8 text file per domain)")
-    }
-    let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [])
-        .filter { !$0.hasPrefix(".") }.sorted()
-    var domains: [(name: String, ids: [Int])] = []
-    for name in names {
-        let url = folder.appendingPathComponent(name)
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), !isDir.boolValue else { continue }
-        guard let data = try? Data(contentsOf: url) else { fail("\(url.path): cannot be read") }
-        guard let text = String(data: data, encoding: .utf8) else { fail("\(url.path): not valid UTF-8 text") }
-        let ids = tokenizer.encode(text)
-        guard !ids.isEmpty else { fail("\(url.path): empty (a domain needs some text)") }
-        domains.append(((name as NSString).deletingPathExtension, ids))
-    }
-    guard !domains.isEmpty else { fail("\(folder.path): no domain files (expected one UTF-8 text file per domain)") }
-    guard domains.count >= 2 else { fail("\(folder.path): only one domain file (\(domains[0].name)); a comparison needs two or more") }
+    let domains: [DomainText]
+    do { domains = try DomainFolder.load(o.domains!, encode: { tokenizer.encode($0) }) } catch { fail("\(error)") }
 
     // The training text's token counts, for the frequency bands.
     let textPath = o.text ?? TinyShakespeare.defaultPath
@@ -208,42 +147,12 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
     let bands = FrequencyBands(trainingTokens: tokenizer.encode(trainText), vocabularySize: tokenizer.vocabularySize,
                                bands: o.bands, balance: o.bandBalance)
 
-    // Route every domain's tokens, in pieces of the model's context.
-    let e = model.routedExpertCount
-    var ids: [Int] = [], domainLabels: [Int] = []
-    var layers: [TokenRouting.Layer] = []
-    for (d, domain) in domains.enumerated() {
-        let routed = model.routeStream(domain.ids, batch: 16)
-        if layers.isEmpty { layers = routed.map { TokenRouting.Layer(layer: $0.layer, experts: [], weights: []) } }
-        for i in layers.indices { layers[i].experts += routed[i].experts; layers[i].weights += routed[i].weights }
-        ids += domain.ids
-        domainLabels += [Int](repeating: d, count: domain.ids.count)
-    }
-    let bandLabels = ids.map { bands.bandOfToken[$0] }
-    let byDomain = Specialization.analyse(layers: layers, tokenIds: ids, labels: domainLabels, labelCount: domains.count,
-                                          expertCount: e, permutations: o.permutations, seed: o.seed,
-                                          topTokens: o.topTokens, minimumCount: o.minimumCount, conditionOnToken: true)
-    // For scale: what the expert says about the token itself (ids made compact: 0..<distinct).
-    let distinct = Array(Set(ids)).sorted()
-    let compact = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, $0) })
-    let tokenLabels = ids.map { compact[$0]! }
-    let byToken = layers.enumerated().map { i, l in
-        PermutationTest.mutualInformation(labels: tokenLabels, experts: l.topExperts, labelCount: distinct.count,
-                                          expertCount: e, permutations: o.permutations, seed: o.seed &+ 2000 &+ UInt64(i))
-    }
-    let byBand = Specialization.analyse(layers: layers, tokenIds: ids, labels: bandLabels, labelCount: bands.bandCount,
-                                        expertCount: e, permutations: o.permutations, seed: o.seed &+ 1000,
-                                        topTokens: o.topTokens, minimumCount: o.minimumCount)
+    // Route every domain's tokens, in pieces of the model's context, and run the
+    // statistics (SpecializationRun, shared with pretrained-moe).
+    let run = SpecializationRun(model: model, domains: domains, bands: bands, permutations: o.permutations, seed: o.seed,
+                                topTokens: o.topTokens, minimumCount: o.minimumCount, batch: 16)
+    let e = run.expertCount, layers = run.layers
     func decode(_ t: Int) -> String { tokenizer.decode([t]) }
-    // The stricter null for "frequency lines": the router sorts tokens by their
-    // identity anyway (I(token; expert) above), so any grouping of the token
-    // types carries some information about the expert; frequency matters only
-    // if the real bands beat random groupings of the types (PermutationTest.typeGrouping).
-    let randomGrouping = layers.enumerated().map { i, l in
-        PermutationTest.typeGrouping(tokens: ids, labelOfType: bands.bandOfToken, experts: l.topExperts,
-                                     labelCount: bands.bandCount, expertCount: e, permutations: min(o.permutations, 200),
-                                     seed: o.seed &+ 4000 &+ UInt64(i))
-    }
 
     print("Checkpoint \(o.checkpoint!): MoE blocks \(layers.map { String($0.layer) }.joined(separator: ", ")), "
           + "\(e) experts, top-\(model.config.topK); statistics of each token's top-1 expert")
@@ -258,13 +167,7 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
           + "in \(textPath)): " + zip(bands.names, zip(bands.typesPerBand, bandShares))
             .map { String(format: "%@ %d types, %.0f%% of tokens", $0, $1.0, 100 * $1.1) }.joined(separator: "; "))
     print("")
-    print("For scale, what the top-1 expert says about the token itself: "
-          + zip(layers, byToken).map { "block \($0.layer) I(token; expert) = \($1.summary)" }.joined(separator: "; "))
-    print("")
-    report(byDomain, labelNames: domains.map(\.name), labelTitle: "Domain", decode: decode, minimumCount: o.minimumCount)
-    report(byBand, labelNames: bands.names, labelTitle: "Band", decode: decode, minimumCount: o.minimumCount,
-           characteristicTokens: false,   // the same tokens as above: lift does not depend on the label
-           randomGrouping: randomGrouping)
+    run.printReport(decode: decode, minimumCount: o.minimumCount)
 
     var seedComparison: [[String: Any]] = []
     if let other = o.against { seedComparison = compareSeeds(o, other, tokenizer, domains: domains.map(\.ids), layers: layers) }
@@ -273,25 +176,17 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
     let directory = URL(fileURLWithPath: out)
     do {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let summary: [String: Any] = [
-            "checkpoint": o.checkpoint!, "domains_folder": folder.path, "experts": e, "top_k": model.config.topK,
-            "domains": domains.map { ["name": $0.name, "tokens": $0.ids.count] as [String: Any] },
-            "frequency_bands": ["text": textPath, "balance": o.bandBalance.rawValue, "names": bands.names,
-                                "types": bands.typesPerBand, "training_share": bandShares] as [String: Any],
-            "by_domain": byDomain.map { $0.json(labelNames: domains.map(\.name), decode: decode) },
-            "by_frequency_band": zip(byBand, randomGrouping).map { band, grouping -> [String: Any] in
-                var j = band.json(labelNames: bands.names, decode: decode)
-                j["random_type_grouping"] = grouping.json   // chance_* over shuffled band-of-type assignments
-                return j
-            },
-            "against": o.against.map { ["checkpoint": $0, "blocks": seedComparison] as [String: Any] } ?? NSNull(),
-            "token_mutual_information": zip(layers, byToken).map { l, t -> [String: Any] in
-                ["layer": l.layer, "distinct_tokens": distinct.count, "mutual_information": t.json]
-            },
-        ]
+        var summary = run.json(decode: decode)   // experts, domains, by_domain, by_frequency_band, token_mutual_information
+        summary["checkpoint"] = o.checkpoint!
+        summary["domains_folder"] = folder.path
+        summary["top_k"] = model.config.topK
+        summary["frequency_bands"] = ["text": textPath, "balance": o.bandBalance.rawValue, "names": bands.names,
+                                      "types": bands.typesPerBand, "training_share": bandShares] as [String: Any]
+        let against: Any = o.against.map { ["checkpoint": $0, "blocks": seedComparison] as [String: Any] } ?? NSNull()
+        summary["against"] = against
         let data = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
         try AtomicFile.write(data, to: directory.appendingPathComponent("specialization.json"))
-        for (kind, list, labels) in [("domain", byDomain, domains.map(\.name)), ("band", byBand, bands.names)] {
+        for (kind, list, labels) in [("domain", run.byDomain, domains.map(\.name)), ("band", run.byBand, bands.names)] {
             for l in list {
                 let heat = Heatmap(title: "\(kind == "domain" ? "Domain" : "Frequency band") × expert, block \(l.layer): "
                                    + String(format: "I = %.3f bits (chance %.3f, p = %.2g)", l.test.observedBits, l.test.chanceBits, l.test.pValue),
@@ -304,45 +199,8 @@ func specialize(_ o: AnalysisOptions, _ model: GPT, _ tokenizer: Tokenizer) {
     } catch {
         fail("\(error)")
     }
-    print("Wrote \(directory.path)/: specialization.json, " + (byDomain.map { "domain_expert_block\($0.layer).svg" }
-        + byBand.map { "band_expert_block\($0.layer).svg" }).joined(separator: ", "))
-}
-
-/// Per MoE block: the share table, the mutual information beside its chance level, the characteristic tokens.
-func report(_ layers: [LayerSpecialization], labelNames: [String], labelTitle: String, decode: (Int) -> String,
-            minimumCount: Int, characteristicTokens: Bool = true, randomGrouping: [PermutationTest] = []) {
-    guard let first = layers.first else { return }
-    let e = first.table.expertCount
-    for (index, l) in layers.enumerated() {
-        print("\(labelTitle) × expert, MoE block \(l.layer): share of each \(labelTitle.lowercased())'s tokens per top-1 expert")
-        var table = TextTable(headers: [labelTitle, "Tokens"] + (0..<e).map { "E\($0)" })
-        for (r, name) in labelNames.enumerated() {
-            table.addRow([name, RunReport.int(l.table.labelTotals[r])] + l.table.rowShares[r].map { String(format: "%.0f%%", 100 * $0) })
-        }
-        table.addRow(["all", RunReport.int(l.table.total)] + l.table.expertShares.map { String(format: "%.0f%%", 100 * $0) })
-        print(table.render())
-        print(String(format: "I(%@; expert) = ", labelTitle.lowercased()) + l.test.summary
-              + String(format: "; of at most H(%@) = %.3f bits", labelTitle.lowercased(), l.table.labelEntropyBits))
-        if index < randomGrouping.count {
-            let g = randomGrouping[index]
-            print(String(format: "A random grouping of the token types into bands of the same sizes gives %.4f ± %.4f bits "
-                         + "(max %.4f, %d draws; p = %.3g)", g.chanceBits, g.chanceStandardDeviationBits, g.chanceMaximumBits,
-                         g.permutations, g.pValue))
-        }
-        if let c = l.conditionalTest {
-            print("I(\(labelTitle.lowercased()); expert | token) = \(c.summary): what the \(labelTitle.lowercased()) adds to the token")
-        }
-        if characteristicTokens {
-            print("Most characteristic tokens (lift over the expert's base rate, tokens seen ≥ \(minimumCount) times):")
-        }
-        for (expert, list) in l.characteristicTokens.enumerated() where characteristicTokens && !list.isEmpty {
-            let base = l.table.expertShares[expert]
-            print(String(format: "  E%d (%.0f%% of tokens): ", expert, 100 * base)
-                  + list.map { "\"\(TokenRoutingChart.visible(decode($0.token), limit: 12))\" "
-                              + String(format: "%.1f× (%d/%d)", $0.lift, $0.routedHere, $0.occurrences) }.joined(separator: ", "))
-        }
-        print("")
-    }
+    print("Wrote \(directory.path)/: specialization.json, " + (run.byDomain.map { "domain_expert_block\($0.layer).svg" }
+        + run.byBand.map { "band_expert_block\($0.layer).svg" }).joined(separator: ", "))
 }
 
 /// Symmetry-breaking or structure? Route the same tokens through a second

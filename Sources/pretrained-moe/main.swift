@@ -6,6 +6,8 @@
 //     pretrained-moe tokenize --model DIR --text "Hello"       # {"ids": [...]}
 //     pretrained-moe tokenize --model DIR --decode 1,2,3       # {"text": "..."}
 //     pretrained-moe download REPO [--revision REV] [--to DIR]
+//     pretrained-moe route --model DIR --prompt TEXT [--json] [--svg FILE]   # Analysis.swift
+//     pretrained-moe specialize --model DIR --domains DIR
 //
 // Errors are one line on stderr: exit 1 for bad input files, 2 for usage.
 import Foundation
@@ -29,6 +31,20 @@ commands:
   download REPO [--revision REV] [--to DIR]
       fetches config.json, tokenizer.json and the safetensors shards from the Hugging Face hub
       (default --revision main, --to ./REPO-NAME), resuming partial files.
+  route --model DIR --prompt TEXT [--json] [--svg FILE]
+      each token's top-1 expert in every MoE layer, as a grid fitting 80 columns (coloured on a
+      terminal). --json prints {"tokens": [String], "layers": [{"layer": Int, "experts": [[Int]],
+      "weights": [[Float]]}]}: every chosen expert and its weight, best first. --svg FILE writes
+      the token × layer heatmap (- for stdout). The prompt must fit the model's context.
+  specialize --model DIR --domains DIR [--bands B] [--permutations N] [--seed S]
+             [--top-tokens N] [--min-count N]
+      routes every text file of DIR (one per domain, UTF-8, two or more) and prints, per MoE
+      layer, each domain's share of tokens per top-1 expert, I(domain; expert) in bits beside its
+      permutation chance level and p-value, I(domain; expert | token), the most characteristic
+      tokens of each expert by lift, and the same for frequency bands, counted in the domains
+      text itself (the model's training data is not at hand). Defaults: --bands 3,
+      --permutations 1000, --seed 0, --top-tokens 5, --min-count 5. The same statistics
+      and code as gpt-moe specialize.
 
 options for every command:
   --threads N     compute threads (default: all cores)
@@ -84,6 +100,14 @@ struct Options {
     var revision = "main"
     var to: String?
     var positional: [String] = []
+    // route and specialize (Analysis.swift)
+    var json = false
+    var svg: String?
+    var domains: String?
+    var bands = 3
+    var permutations = 1000
+    var topTokens = 5
+    var minimumCount = 5
 }
 
 func parse(_ arguments: [String]) throws -> Options {
@@ -103,6 +127,13 @@ func parse(_ arguments: [String]) throws -> Options {
         case "--threads": Parallel.threads = try reader.int(a, 1...1024)
         case "--revision": o.revision = try reader.value(a)
         case "--to": o.to = try reader.value(a)
+        case "--json": o.json = true
+        case "--svg": o.svg = try reader.value(a)
+        case "--domains": o.domains = try reader.value(a)
+        case "--bands": o.bands = try reader.int(a, 2...100)
+        case "--permutations": o.permutations = try reader.int(a, 1...1_000_000)
+        case "--top-tokens": o.topTokens = try reader.int(a, 0...1000)
+        case "--min-count": o.minimumCount = try reader.int(a, 1...1_000_000)
         case _ where a.hasPrefix("-"): throw UsageError("unknown option \(a)")
         default: o.positional.append(a)
         }
@@ -205,7 +236,9 @@ do {
     case "tokenize": try runTokenize(o)
     case "generate": try runGenerate(o)
     case "download": try runDownload(o)
-    default: throw UsageError("unknown command '\(command)' (expected generate, logits, tokenize or download)")
+    case "route": try runRoute(o)
+    case "specialize": try runSpecialize(o)
+    default: throw UsageError("unknown command '\(command)' (expected generate, logits, tokenize, download, route or specialize)")
     }
 } catch let e as UsageError {
     fail("\(e.description) (see --help)", code: 2)

@@ -26,6 +26,9 @@ public struct ForwardResult {
     public var routerLogits: [[Float]]
     /// Per MoE layer, the experts chosen for each position, best first.   [L][T·K]
     public var experts: [[Int]]
+    /// Per MoE layer, TopKGating's decision for the new positions: experts and
+    /// their combine weights, best first.   [L] of Routing(T, K)
+    public var routings: [Routing]
 }
 
 public final class PretrainedModel {
@@ -159,7 +162,7 @@ public final class PretrainedModel {
         h.reserveCapacity(t * d)
         for id in ids { h += PretrainedKernels.embeddingRow(embedding, id) }
         if c.embeddingMultiplier != 1 { for i in 0..<h.count { h[i] *= c.embeddingMultiplier } }
-        var routerLogits: [[Float]] = [], chosen: [[Int]] = []
+        var routerLogits: [[Float]] = [], chosen: [[Int]] = [], routings: [Routing] = []
         let m = c.residualMultiplier
         for (layer, cache) in zip(layers, caches) {
             let a = layer.attention(layer.attentionNorm(h), tokens: t, cache: cache)      // [T, D]
@@ -168,10 +171,42 @@ public final class PretrainedModel {
             for i in 0..<h.count { h[i] += m * moe.output[i] }
             routerLogits.append(moe.logits)
             chosen.append(moe.experts)
+            routings.append(moe.routing)
         }
         let rows = lastOnly ? Array(h[((t - 1) * d)...]) : h
         var logits = PretrainedKernels.linear(finalNorm(rows), tokens: lastOnly ? 1 : t, head)   // [T, V]
         if c.logitsScaling != 1 { for i in 0..<logits.count { logits[i] /= c.logitsScaling } }
-        return ForwardResult(logits: logits, routerLogits: routerLogits, experts: chosen)
+        return ForwardResult(logits: logits, routerLogits: routerLogits, experts: chosen, routings: routings)
+    }
+}
+
+/// `route` and `specialize` read a pretrained model as they read the GPT trained
+/// here (Analysis/TokenRouting.swift): per token and MoE layer (every decoder
+/// layer of these families), the experts TopKGating chose and their weights.
+extension PretrainedModel: RoutedModel {
+    public var routedExpertCount: Int { config.expertCount }
+    public var maximumSequenceLength: Int { config.maxPositions }
+
+    /// One forward pass of `tokens` as a new sequence (the KV caches are emptied
+    /// before and after). The caller checks the ids and the length
+    /// (`checkRoutable`); a bad one here is a programming error.
+    public func routeTokens(_ tokens: [Int]) -> [TokenRouting.Layer] {
+        reset()
+        defer { reset() }
+        do {
+            let r = try forward(tokens)
+            return r.routings.enumerated().map { TokenRouting.Layer(layer: $0.offset, routing: $0.element) }
+        } catch {
+            preconditionFailure("PretrainedModel.routeTokens: \(error)")
+        }
+    }
+
+    /// Nil when `ids` can be routed; otherwise what is wrong (`what` names them: "--prompt", a file).
+    public func routingProblem(_ ids: [Int], what: String) -> String? {
+        if ids.isEmpty { return "\(what): encodes to no tokens, so there is nothing to route" }
+        if let bad = ids.first(where: { $0 < 0 || $0 >= config.vocabularySize }) {
+            return "\(what): token id \(bad) is outside the model's vocabulary of \(config.vocabularySize)"
+        }
+        return nil
     }
 }

@@ -31,8 +31,9 @@ struct SparseMoEBlock {
     let shared: SwiGLUExpert?             // qwen2_moe: width shared_expert_intermediate_size
     let sharedGate: WeightTensor?         // qwen2_moe: [1, D]
 
-    /// x [T, D] → (y [T, D], router logits [T, E], chosen experts [T, K] best first)
-    func callAsFunction(_ x: [Float], tokens: Int) -> (output: [Float], logits: [Float], experts: [Int]) {
+    /// x [T, D] → (y [T, D], router logits [T, E], chosen experts [T, K] best first,
+    /// the router's whole decision: experts and combine weights [T, K], as `route` shows them)
+    func callAsFunction(_ x: [Float], tokens: Int) -> (output: [Float], logits: [Float], experts: [Int], routing: Routing) {
         let d = router.shape[1], e = router.shape[0]
         let logits = PretrainedKernels.linear(x, tokens: tokens, router)                          // [T, E]
         let routing = gating.route(logits: Tensor(shape: [tokens, e], data: logits),
@@ -62,6 +63,6 @@ struct SparseMoEBlock {
                 for i in 0..<d { y[t * d + i] += g * s[t * d + i] }
             }
         }
-        return (y, logits, routing.experts)
+        return (y, logits, routing.experts, routing)
     }
 }
