@@ -170,12 +170,18 @@ struct RunReport {
                 "median_timing_source": run.interleaved != nil ? "interleaved_rounds" : "training_steps",
                 "checkpoint": run.checkpoint.lastPathComponent,
                 "evaluations": run.trainer.history.map { r -> [String: Any] in
+                    // Step 0 is the evaluation before any training: nothing was trained
+                    // or timed since a previous record, so those fields are null.
+                    let trained = r.step > 0
                     var e: [String: Any] = ["step": r.step, "epoch": r.epoch, "train_loss": num(r.trainLoss),
-                                            "aux_loss_weighted": r.weightedAuxLoss, "val_loss": r.validationLoss,
+                                            "aux_loss_weighted": trained ? r.weightedAuxLoss : NSNull(),
+                                            "val_loss": r.validationLoss,
                                             "tokens_per_second": num(r.tokensPerSecond),
-                                            "forward_seconds": r.timing.forward, "backward_seconds": r.timing.backward,
-                                            "optimizer_seconds": r.timing.optimizer]
-                    if !r.routing.isEmpty {
+                                            "forward_seconds": trained ? r.timing.forward : NSNull(),
+                                            "backward_seconds": trained ? r.timing.backward : NSNull(),
+                                            "optimizer_seconds": trained ? r.timing.optimizer : NSNull()]
+                    if !trained && !r.routing.isEmpty { e["routing"] = NSNull() }
+                    if trained && !r.routing.isEmpty {
                         e["routing"] = r.routing.map { ["block": $0.layer, "usage": $0.usage, "router_entropy": $0.routerEntropy,
                                                         "load_cv": $0.loadCV] as [String: Any] }
                     }

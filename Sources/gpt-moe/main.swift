@@ -193,8 +193,8 @@ func train(_ preset: Preset) -> ModelRun {
         "MoE in blocks \(config.moeLayers.map(String.init).joined(separator: ",")): \(config.experts) experts, \(config.layerRouting.summary)"
     print("\(preset.name): \(config.layers) blocks, width \(config.width), \(config.heads) heads, hidden \(config.hidden), "
           + "\(moe); \(RunReport.int(model.parameterCount)) parameters (\(RunReport.int(model.activeParameterCount)) active per token)")
-    print("  \(trainer.plannedSteps) steps of \(trainer.config.batchSize) windows × \(options.context) tokens "
-          + "(\(trainer.stepsPerEpoch) steps per epoch), evaluation every \(trainer.config.evalInterval)")
+    print("  \(counted(trainer.plannedSteps, "step")) of \(counted(trainer.config.batchSize, "window")) × \(options.context) tokens "
+          + "(\(counted(trainer.stepsPerEpoch, "step")) per epoch), evaluation every \(trainer.config.evalInterval)")
 
     var bar: ProgressBar? = nil
     var barStart = 0

@@ -66,7 +66,7 @@ struct AblationResult {
 func runAblation() {
     let presets = ablationPresets()
     print("MNIST: \(trainSet.count) training images, \(testSet.count) test images from \(dataDirectory.path)")
-    print("Ablation: \(presets.count) routing configurations of the MoE, \(options.epochs) epochs each, " +
+    print("Ablation: \(presets.count) routing configurations of the MoE, \(counted(options.epochs, "epoch")) each, " +
           "batch \(options.batchSize), Adam lr \(options.learningRate), seed \(options.seed), \(options.threads) thread(s)\n")
     var results: [AblationResult] = []
     for (index, preset) in presets.enumerated() {

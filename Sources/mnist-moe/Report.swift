@@ -43,6 +43,8 @@ struct RunReport {
     }
 
     static func pct(_ x: Double) -> String { x.isNaN ? "-" : String(format: "%.2f%%", 100 * x) }
+    /// A number in `format`, or "-" when there is none (no epoch was trained: --epochs 0).
+    static func num(_ x: Double, _ format: String = "%.4f") -> String { x.isFinite ? String(format: format, x) : "-" }
     static func int(_ n: Int) -> String {
         let s = String(n)
         var out = ""
@@ -74,11 +76,11 @@ struct RunReport {
         row("Final training accuracy", { Self.pct($0.trainer.history.last?.trainAccuracy ?? .nan) },
             Self.pct(Walkthrough.moeTrain), Self.pct(Walkthrough.denseTrain))
         row("Test accuracy", { Self.pct($0.testAccuracy) }, Self.pct(Walkthrough.moeTest), Self.pct(Walkthrough.denseTest))
-        row("Final training loss", { String(format: "%.4f", self.finalLoss($0)) },
+        row("Final training loss", { Self.num(self.finalLoss($0)) },
             String(format: "%.4f", Walkthrough.moeLoss), String(format: "%.4f", Walkthrough.denseLoss))
-        row("  classification (CE)", { String(format: "%.4f", $0.trainer.history.last?.trainLoss ?? .nan) }, "0.004", "-")
-        row("  α·aux", { String(format: "%.4f", self.weightedAux($0)) }, "0.21", "-")
-        row("Aux loss (unweighted)", { $0.model is MoEClassifier ? String(format: "%.3f", $0.trainer.history.last?.auxLoss ?? .nan) : "-" },
+        row("  classification (CE)", { Self.num($0.trainer.history.last?.trainLoss ?? .nan) }, "0.004", "-")
+        row("  α·aux", { Self.num(self.weightedAux($0)) }, "0.21", "-")
+        row("Aux loss (unweighted)", { $0.model is MoEClassifier ? Self.num($0.trainer.history.last?.auxLoss ?? .nan, "%.3f") : "-" },
             String(format: "%.2f", Walkthrough.moeAux), "-")
         row("Training time (steps only)", { String(format: "%.2f s", $0.trainSeconds) }, "-", "-")
         section("Accuracy comparison", accuracy)
@@ -146,7 +148,9 @@ struct RunReport {
                     text += "Auxiliary-loss-free bias (not a loss) after \(bias.updates) updates: ["
                         + bias.bias.map { String(format: "%+.3f", $0) }.joined(separator: " ") + "]\n"
                 } else if let first = layer.balancing.first {
-                    var line = String(format: "Load-balancing loss (%@) %.3f in the last epoch", first.name, m(moe!))
+                    var line = m(moe!).isFinite
+                        ? String(format: "Load-balancing loss (%@) %.3f in the last epoch", first.name, m(moe!))
+                        : "Load-balancing loss (\(first.name)): no epoch trained"
                     if let ref = first.referenceValues(experts: options.experts, k: options.topK) {
                         line += String(format: " (perfect balance %g, total collapse %g)", ref.balanced, ref.collapsed)
                     }

@@ -257,7 +257,7 @@ func train(_ model: Classifier, seed: UInt64, into outDirectory: URL) -> ModelRu
 let seedList = options.seeds ?? [options.seed]
 print("MNIST: \(trainSet.count) training images (\(options.subset.rawValue)), \(testSet.count) test images from \(dataDirectory.path); "
       + "pixels \(options.normalize == .none ? "/ 255" : "mean/std normalised")")
-print("\(options.epochs) epochs, batch \(options.batchSize), Adam lr \(options.learningRate), "
+print("\(counted(options.epochs, "epoch")), batch \(options.batchSize), Adam lr \(options.learningRate), "
       + (options.seeds == nil ? "seed \(options.seed)" : "seeds \(seedList.map(String.init).joined(separator: ","))")
       + ", \(options.threads) thread(s)")
 print("Model: \(options.variant == .walkthrough ? "the walkthrough's (ReLU after the MoE)" : "v1 (no ReLU after the MoE)"); "

@@ -200,6 +200,19 @@ final class CommandLineTests: CommandLineTestCase {
     /// 512 images, 1 epoch, both models: status 0, the tables, and every file of --out,
     /// each read back. Then --resume continues the MoE to epoch 2, and lands on exactly
     /// the weights a straight 2-epoch run gives.
+    /// --epochs 0 trains nothing and says so: no "nan" in the tables, "0 epochs" and "1 epoch" in words.
+    func testZeroAndOneEpochsReadProperly() throws {
+        let data = try requireMNIST()
+        for (epochs, words) in [("0", "0 epochs"), ("1", "1 epoch,")] {
+            let out = try temporaryDirectory("epochs-\(epochs)")
+            let outcome = try run(["--data-dir", data.path, "--no-download", "--train-size", "64", "--epochs", epochs,
+                                   "--model", "moe", "--out", out.path], timeout: 600)
+            XCTAssertEqual(outcome.status, 0, outcome.summary)
+            XCTAssertTrue(outcome.stdout.contains(words), outcome.stdout)
+            XCTAssertFalse(outcome.stdout.lowercased().contains("nan"), outcome.stdout)
+        }
+    }
+
     /// Routing flags reach the model: Switch top-1 with a capacity and a shared
     /// expert; the report says what capacity dropped, summary.json records the setup.
     func testRoutingFlagsChangeTheModelAndAreRecorded() throws {

@@ -146,6 +146,11 @@ final class GPTCommandLineTests: CommandLineTestCase {
             XCTAssertEqual(model["steps"] as? Int, bigSteps ? 3 : 6, name)
             XCTAssertEqual((model["evaluations"] as? [[String: Any]])?.map { $0["step"] as? Int },
                            bigSteps ? [0, 1, 2, 3] : [0, 3, 6], name)
+            // Step 0 trained and timed nothing: its fields say so with null, not with zeros.
+            let first = (model["evaluations"] as? [[String: Any]])?.first ?? [:]
+            for key in ["train_loss", "aux_loss_weighted", "forward_seconds", "backward_seconds", "optimizer_seconds"] {
+                XCTAssertTrue(first[key] is NSNull, "\(name): step 0's \(key) is \(first[key] ?? "missing")")
+            }
             XCTAssertNotNil(model["best_val_loss"] as? Double, name)
             XCTAssertGreaterThan(model["train_seconds"] as? Double ?? 0, 0, name)
             XCTAssertEqual(model["batch_size"] as? Int, name == "throughput_opt" ? 8 : 4, name)

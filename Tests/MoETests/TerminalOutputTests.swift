@@ -158,4 +158,11 @@ final class TerminalOutputTests: XCTestCase {
             XCTAssertEqual(ProgressBar.terminalColumns, 80)
         }
     }
+
+    func testCountedNounsAgreeWithTheirNumber() {
+        XCTAssertEqual(counted(1, "epoch"), "1 epoch")
+        XCTAssertEqual(counted(30, "epoch"), "30 epochs")
+        XCTAssertEqual(counted(0, "step"), "0 steps")
+        XCTAssertEqual(counted(2, "index", plural: "indices"), "2 indices")
+    }
 }

@@ -281,3 +281,9 @@ public final class ProgressBar {
                          : String(format: "%d:%02d", minutes, secs)
     }
 }
+
+/// "1 epoch", "30 epochs": a count with its noun in the right number.
+/// The plural is `singular + "s"` unless given.
+public func counted(_ n: Int, _ singular: String, plural: String? = nil) -> String {
+    "\(n) " + (n == 1 ? singular : plural ?? singular + "s")
+}
