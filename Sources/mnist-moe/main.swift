@@ -260,8 +260,12 @@ print("MNIST: \(trainSet.count) training images (\(options.subset.rawValue)), \(
 print("\(counted(options.epochs, "epoch")), batch \(options.batchSize), Adam lr \(options.learningRate), "
       + (options.seeds == nil ? "seed \(options.seed)" : "seeds \(seedList.map(String.init).joined(separator: ","))")
       + ", \(options.threads) thread(s)")
-print("Model: \(options.variant == .walkthrough ? "the walkthrough's (ReLU after the MoE)" : "v1 (no ReLU after the MoE)"); "
-      + "MoE routing: \(options.routing.summary)\n")
+if options.model == "dense" {   // no router to describe
+    print("Model: the dense baseline, \(options.variant == .walkthrough ? "ReLU after the FFN" : "v1, no ReLU after the FFN")\n")
+} else {
+    print("Model: \(options.variant == .walkthrough ? "the walkthrough's (ReLU after the MoE)" : "v1 (no ReLU after the MoE)"); "
+          + "MoE routing: \(options.routing.summary)\n")
+}
 
 /// The MoE classifier of these options and routing settings (validated by Options.parse).
 func makeMoE(_ routing: RoutingSetup, seed: UInt64 = options.seed) -> MoEClassifier {

@@ -211,6 +211,12 @@ final class CommandLineTests: CommandLineTestCase {
             XCTAssertTrue(outcome.stdout.contains(words), outcome.stdout)
             XCTAssertFalse(outcome.stdout.lowercased().contains("nan"), outcome.stdout)
         }
+        // The dense model alone has no router to describe.
+        let dense = try run(["--data-dir", data.path, "--no-download", "--train-size", "64", "--epochs", "0",
+                             "--model", "dense", "--out", try temporaryDirectory("dense-only").path], timeout: 600)
+        XCTAssertEqual(dense.status, 0, dense.summary)
+        XCTAssertFalse(dense.stdout.contains("MoE routing"), dense.stdout)
+        XCTAssertTrue(dense.stdout.contains("Model: the dense baseline"), dense.stdout)
     }
 
     /// Routing flags reach the model: Switch top-1 with a capacity and a shared
