@@ -9,10 +9,8 @@
 // apart), `ExerciseGrader` (the checks, and the contract both modules meet) and
 // the `exercises` command that runs the checks; `ExerciseTests` grades both.
 //
-// Depending on MoE from your own package:
-//
-//     .package(url: "https://…/MoE.git", from: "1.0.0")      // dependencies
-//     .product(name: "MoE", package: "MoE")                 // a target's dependencies
+// This package itself depends on nothing. Other packages may depend on
+// MoE by version; the README's "Using MoE from your own package" shows how.
 //
 // SwiftPM refuses a dependency resolved by version whose targets use
 // `unsafeFlags` — unless that dependency's manifest is at tools version 6.2
