@@ -6,7 +6,7 @@
 // all come from it, and single runs of this 5,000-image setup differ by about
 // a point of test accuracy. Part 3 reports one run per model, so the fair
 // comparison is its number against our mean ± standard deviation, with the
-// range beside them. Notebooks/part3-mnist.md, §1 reads such a run.
+// range beside them. Notebooks/part3-mnist.md, §5 reads such a run.
 import Foundation
 import MoE
 

@@ -65,12 +65,21 @@ public struct PermutationTest: Equatable {
             for i in labels.indices { counts[labels[i] * expertCount + chosen[i]] += 1 }
             return ContingencyTable.mutualInformationBits(flat: counts, labelCount: labelCount, expertCount: expertCount)
         }
-        let observed = information(shuffled)
+        return run(observed: information(shuffled), permutations: permutations, seed: seed) { rng in
+            rng.shuffle(&shuffled)
+            return information(shuffled)
+        }
+    }
+
+    /// The loop every test here shares: B times, `shuffleAndMeasure` draws a
+    /// labelling from `rng` and returns its I; the observed value's place among
+    /// them gives the chance level and the p-value.
+    private static func run(observed: Double, permutations: Int, seed: UInt64,
+                            shuffleAndMeasure: (inout Xoshiro256) -> Double) -> PermutationTest {
         var rng = Xoshiro256(seed: seed)
         var sum = 0.0, squares = 0.0, maximum = 0.0, atLeast = 0
         for _ in 0..<permutations {
-            rng.shuffle(&shuffled)
-            let value = information(shuffled)
+            let value = shuffleAndMeasure(&rng)
             sum += value; squares += value * value; maximum = max(maximum, value)
             // A shuffle that reproduces the observed table gives the same sum in
             // another order; the tolerance keeps rounding from deciding the count.
@@ -128,26 +137,15 @@ public struct PermutationTest: Equatable {
             }
             return sum
         }
-        let observed = information(shuffled)
-        var rng = Xoshiro256(seed: seed)
-        var sum = 0.0, squares = 0.0, maximum = 0.0, atLeast = 0
-        for _ in 0..<permutations {
+        return run(observed: information(shuffled), permutations: permutations, seed: seed) { rng in
             // Fisher–Yates within each stratum's segment.
             for k in 0..<s {
                 let lo = bounds[k], count = bounds[k + 1] - lo
                 var i = count - 1
                 while i > 0 { shuffled.swapAt(lo + i, lo + rng.below(i + 1)); i -= 1 }
             }
-            let value = information(shuffled)
-            sum += value; squares += value * value; maximum = max(maximum, value)
-            if value >= observed - 1e-12 { atLeast += 1 }
+            return information(shuffled)
         }
-        let b = Double(max(permutations, 1))
-        let mean = sum / b
-        return PermutationTest(observedBits: observed, chanceBits: permutations > 0 ? mean : .nan,
-                               chanceStandardDeviationBits: permutations > 1 ? (max(0, squares / b - mean * mean)).squareRoot() : .nan,
-                               chanceMaximumBits: permutations > 0 ? maximum : .nan,
-                               atLeastObserved: atLeast, permutations: permutations, seed: seed)
     }
 
     /// The test for a label that is a function of the token, such as its
@@ -170,22 +168,11 @@ public struct PermutationTest: Equatable {
             for i in ids.indices { counts[map[ids[i]] * expertCount + chosen[i]] += 1 }
             return ContingencyTable.mutualInformationBits(flat: counts, labelCount: labelCount, expertCount: expertCount)
         }
-        let observed = information(labelOfType)
         var map = labelOfType
-        var rng = Xoshiro256(seed: seed)
-        var sum = 0.0, squares = 0.0, maximum = 0.0, atLeast = 0
-        for _ in 0..<permutations {
+        return run(observed: information(labelOfType), permutations: permutations, seed: seed) { rng in
             rng.shuffle(&map)
-            let value = information(map)
-            sum += value; squares += value * value; maximum = max(maximum, value)
-            if value >= observed - 1e-12 { atLeast += 1 }
+            return information(map)
         }
-        let b = Double(max(permutations, 1))
-        let mean = sum / b
-        return PermutationTest(observedBits: observed, chanceBits: permutations > 0 ? mean : .nan,
-                               chanceStandardDeviationBits: permutations > 1 ? (max(0, squares / b - mean * mean)).squareRoot() : .nan,
-                               chanceMaximumBits: permutations > 0 ? maximum : .nan,
-                               atLeastObserved: atLeast, permutations: permutations, seed: seed)
     }
 
     /// The result as it goes into a summary.json (keys documented in Notebooks/part6-specialization.md, §3).
