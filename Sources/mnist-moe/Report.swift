@@ -211,14 +211,22 @@ struct RunReport {
         }
         var config = options.json
         if let seed { config["seed"] = seed }
-        return ["config": config, "models": models,
-                "machine": ["cores": ProcessInfo.processInfo.activeProcessorCount,
-                            "os": ProcessInfo.processInfo.operatingSystemVersionString]]
+        return ["config": config, "models": models, "machine": Self.machine]
+    }
+
+    /// Where the run ran, for summary.json.
+    static var machine: [String: Any] {
+        ["cores": ProcessInfo.processInfo.activeProcessorCount, "os": ProcessInfo.processInfo.operatingSystemVersionString]
+    }
+
+    /// summary.json, pretty-printed with sorted keys, written atomically into `directory`.
+    static func writeSummary(_ summary: [String: Any], to directory: URL) throws {
+        let json = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
+        try AtomicFile.write(json, to: directory.appendingPathComponent("summary.json"))
     }
 
     func write(to directory: URL) throws {
-        let json = try JSONSerialization.data(withJSONObject: summary(), options: [.prettyPrinted, .sortedKeys])
-        try AtomicFile.write(json, to: directory.appendingPathComponent("summary.json"))
+        try Self.writeSummary(summary(), to: directory)
 
         var series: [(name: String, points: [(x: Double, y: Double)])] = []
         for run in runs {

@@ -98,13 +98,11 @@ struct SeedSpreadReport {
         for name in ["moe", "dense"] where !runs(named: name).isEmpty { models[name] = entry(name) }
         return ["config": options.json, "seeds": seeds.map(\.seed), "models": models,
                 "walkthrough": ["moe_test": RunReport.Walkthrough.moeTest, "dense_test": RunReport.Walkthrough.denseTest],
-                "machine": ["cores": ProcessInfo.processInfo.activeProcessorCount,
-                            "os": ProcessInfo.processInfo.operatingSystemVersionString]]
+                "machine": RunReport.machine]
     }
 
     func write(to directory: URL) throws {
-        let json = try JSONSerialization.data(withJSONObject: summary(), options: [.prettyPrinted, .sortedKeys])
-        try AtomicFile.write(json, to: directory.appendingPathComponent("summary.json"))
+        try RunReport.writeSummary(summary(), to: directory)
         var series: [(name: String, points: [(x: Double, y: Double)])] = []
         let xs = seeds.map { Double($0.seed) }
         for (name, label) in [("moe", "MoE"), ("dense", "dense")] where !runs(named: name).isEmpty {
