@@ -58,21 +58,8 @@ func fail(_ message: String, code: Int32) -> Never {
 
 /// JSON numbers: Swift's shortest round-trip form, which is valid JSON for finite values.
 func json(_ x: Float) -> String { x.isFinite ? "\(x)" : "null" }
-func jsonString(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
-}
+/// A JSON string literal (the escaping safetensors headers use too).
+func jsonString(_ s: String) -> String { Safetensors.jsonString(s) }
 
 func parseIDs(_ text: String, flag: String) throws -> [Int] {
     let parts = text.split(separator: ",", omittingEmptySubsequences: false)

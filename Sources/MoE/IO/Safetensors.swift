@@ -155,7 +155,8 @@ public enum Safetensors {
     }
 
     /// A JSON string literal: quotes, backslashes and control characters escaped.
-    private static func jsonString(_ text: String) -> String {
+    /// Public because the programs that print JSON by hand (`pretrained-moe`) need the same escaping.
+    public static func jsonString(_ text: String) -> String {
         var out = "\""
         for scalar in text.unicodeScalars {
             switch scalar {
