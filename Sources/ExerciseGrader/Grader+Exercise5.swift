@@ -217,7 +217,7 @@ extension Grader {
                 if gap >= 0.1 { break }
             }
             return layerGradientProblem(layer, input: best) { name in
-                name.hasPrefix("router.noise") ? "the noise network's gradient: dL/draw = dL/dh ⊙ ε ⊙ sigmoid(raw)" :
+                name.hasPrefix("gating.noise") ? "the noise network's gradient: dL/draw = dL/dh ⊙ ε ⊙ sigmoid(raw)" :
                     name == "input" ? "dL/dx gets the gate's share and the noise network's (inputGradient())" : nil
             }
         }

@@ -32,7 +32,7 @@ import ExerciseGrader
 public final class NoisyTopKRouter: NoiseHoldingRouter {
     public let expertCount: Int
     public let k: Int
-    /// The noise network, Linear(D → E), "router.noise" in a checkpoint.   W [E, D], b [E]
+    /// The noise network, Linear(D → E), "gating.noise" in a checkpoint.   W [E, D], b [E]
     public let noise: Linear
     public var fixedNoise: Tensor?
     private var rng: Xoshiro256

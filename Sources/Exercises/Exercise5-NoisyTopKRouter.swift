@@ -25,7 +25,7 @@
 // The noise network has weights of its own, so this router uses the parts of
 // the `Router` protocol most routers leave alone: it reads x from
 // `context.input`, lists its parameters in `namedParameters` (MoELayer hands
-// them to the optimiser as "router.noise.weight", …) and returns its share of
+// them to the optimiser as "gating.noise.weight", …) and returns its share of
 // dL/dx from `inputGradient()`.
 //
 // Holding ε fixed. The choice and ε are both held fixed when differentiating:

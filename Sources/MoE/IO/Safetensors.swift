@@ -16,7 +16,7 @@
 // and the header looks like
 //
 //     {"__metadata__":{"step":"1200"},
-//      "moe.gate.weight":{"dtype":"F32","shape":[8,256],"data_offsets":[0,8192]}, ...}
+//      "moe.gating.gate.weight":{"dtype":"F32","shape":[8,256],"data_offsets":[0,8192]}, ...}
 //
 // `data_offsets` are [begin, end) byte positions counted from the start of the
 // data area, not of the file. Values are row-major and little-endian. We pad
@@ -61,8 +61,8 @@ public struct SafetensorsFile {
     /// saved with another configuration fails with a message that says which
     /// tensor and which sizes differ, instead of a crash deep inside a matmul:
     ///
-    ///     let w = try file.tensor("moe.gate.weight", shape: [8, 256])
-    ///     // throws "run.safetensors: tensor 'moe.gate.weight' has shape [8, 128], expected [8, 256]"
+    ///     let w = try file.tensor("moe.gating.gate.weight", shape: [8, 256])
+    ///     // throws "run.safetensors: tensor 'moe.gating.gate.weight' has shape [8, 128], expected [8, 256]"
     public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
         guard let tensor = tensors[name] else {
             let shown = order.prefix(8).map { "'\($0)'" }.joined(separator: ", ")

@@ -51,7 +51,7 @@ extension Layer {
 }
 
 /// Prefixes every name of `layer`'s parameters with `prefix` and a dot:
-/// `("weight", w)` becomes `("input.weight", w)`.
+/// `("weight", w)` becomes `("input_proj.weight", w)`.
 public func prefixed(_ prefix: String, _ named: [(name: String, parameter: Parameter)])
     -> [(name: String, parameter: Parameter)] {
     named.map { (name: prefix + "." + $0.name, parameter: $0.parameter) }
