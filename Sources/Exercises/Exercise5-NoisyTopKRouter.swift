@@ -69,6 +69,18 @@ public final class NoisyTopKRouter: NoiseHoldingRouter {
     public var namedParameters: [(name: String, parameter: Parameter)] { prefixed("noise", noise.namedParameters) }
     public func inputGradient() -> Tensor? { noiseInputGradient }
 
+    /// The noise generator's position, so `--resume` continues with the draws an
+    /// uninterrupted run would make (done for you: a router that draws random
+    /// numbers saves its generator here; Router.swift, `randomState`).
+    public var randomState: [UInt64] { let s = rng.state; return [s.0, s.1, s.2, s.3] }
+
+    public func restoreRandomState(_ words: [UInt64]) throws {
+        guard words.count == 4, words.contains(where: { $0 != 0 }) else {
+            throw RoutingSetupError(message: "\(name): a saved generator state is 4 words, not all zero; got \(words.count)")
+        }
+        rng = Xoshiro256(state: (words[0], words[1], words[2], words[3]))
+    }
+
     /// ε for this call: `fixedNoise` when set, else fresh N(0, 1) values (done for you).
     private func drawNoise(tokens n: Int) -> Tensor {
         fixedNoise ?? Tensor.normal([n, expertCount], rng: &rng)

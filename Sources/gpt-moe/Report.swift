@@ -244,14 +244,18 @@ struct RunReport {
         var entropy: [(name: String, points: [(x: Double, y: Double)])] = []
         for run in moeRuns {
             for (i, layer) in run.validationRouting.enumerated() {
-                entropy.append(("\(run.preset.name) block \(layer.layer)",
+                // The curve is the training steps' routing; the table above reports the best
+                // weights on the whole validation split, so the legend carries that value too:
+                // the curve's last point and the table need not agree, and the reader sees both.
+                entropy.append((String(format: "%@ block %d (validation %.3f)", run.preset.name, layer.layer,
+                                       layer.routerEntropy),
                                 run.trainer.history.filter { $0.step > 0 && i < $0.routing.count }
                                     .map { (tokens(run, $0.step), $0.routing[i].routerEntropy) }))
             }
         }
         let end = runs.map { tokens($0, $0.trainer.step) }.max() ?? 1
         entropy.append(("max ln E", [(0, log(Double(e))), (end, log(Double(e)))]))
-        let entropyChart = LineChart(title: "Router entropy per MoE block (training steps)", xLabel: "training tokens (millions)",
+        let entropyChart = LineChart(title: "Router entropy per MoE block, over training steps", xLabel: "training tokens (millions)",
                                      yLabel: "nats per token", series: entropy)
         try AtomicFile.write(Data(entropyChart.svg().utf8), to: directory.appendingPathComponent("router_entropy.svg"))
 

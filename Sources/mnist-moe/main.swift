@@ -213,6 +213,14 @@ func train(_ model: Classifier, seed: UInt64, into outDirectory: URL) -> ModelRu
                 fail("\(path): has \(trainer.epochsDone) epochs done, more than --epochs \(config.epochs); pass --epochs \(trainer.epochsDone) or more")
             }
             print("\(model.name): resuming after epoch \(trainer.epochsDone) from \(path)")
+            // A router registered from outside the library (RouterRegistry) may draw random
+            // numbers without saving its generator: then the continued run cannot match an
+            // uninterrupted one, and nothing else would say so.
+            if let moe = model as? MoEClassifier, options.routing.isRegisteredRouter,
+               moe.moe.router.randomState.isEmpty {
+                print("\(model.name): note: router '\(options.routing.router)' saves no random state (Router.swift, randomState);"
+                      + " if it draws random numbers, this run will not match an uninterrupted one")
+            }
         }
     } catch {
         fail("\(error)")

@@ -38,12 +38,12 @@ final class ExerciseGraderTests: XCTestCase {
     /// FNV-1a, 64 bits, of a skeleton file as committed (line endings
     /// normalised to \n, so a Windows checkout has the same fingerprint).
     static let skeletonFingerprints: [Int: UInt64] = [
-        1: 0x31c8a9fc435e3eb0,
-        2: 0x03643fff76e552e8,
+        1: 0xa638f6ccdfa0867e,
+        2: 0x9a168aeba7e2476c,
         3: 0xf9ebe31fb3ffc50f,
         4: 0x0af640c546499d41,
-        5: 0xd11e28931d10ba43,
-        6: 0x23d85aca4c0f06a8,
+        5: 0x4d909557932a620c,
+        6: 0x291c65df5deda239,
     ]
 
     static func fingerprint(_ text: String) -> UInt64 {
@@ -328,6 +328,37 @@ final class ExerciseGraderTests: XCTestCase {
         var m = Mutant()
         m.noisy = { d, e, k, s in NoInputGradient(reference.makeNoisyTopKRouter(modelDim: d, experts: e, k: k, seed: s)) }
         assertCaught(5, m, saying: "inputGradient() must return the noise network's dL/dx", "a noise network without dL/dx")
+    }
+
+    /// `--resume` saves a router's generator (Router.swift, `randomState`): the
+    /// exercise-5 routers draw ε, so both keep their position, refuse a
+    /// state no generator can have, and after a restore draw the same ε again.
+    func testExercise5RoutersSaveTheirNoiseGenerator() throws {
+        let makers: [(String, () -> NoiseHoldingRouter)] = [
+            ("reference", { ReferenceSubmission().makeNoisyTopKRouter(modelDim: 6, experts: 4, k: 2, seed: 3) }),
+            ("skeleton", { YourSubmission().makeNoisyTopKRouter(modelDim: 6, experts: 4, k: 2, seed: 3) }),
+        ]
+        for (label, make) in makers {
+            let router = make()
+            let saved = router.randomState
+            XCTAssertEqual(saved.count, 4, label)
+            XCTAssertThrowsError(try router.restoreRandomState([0, 0, 0, 0]), label)
+            XCTAssertThrowsError(try router.restoreRandomState([1, 2]), label)
+            try router.restoreRandomState(saved)
+            XCTAssertEqual(router.randomState, saved, label)
+        }
+        // The reference routes: the same state gives the same noisy choice.
+        let router = ReferenceSubmission().makeNoisyTopKRouter(modelDim: 6, experts: 4, k: 2, seed: 3)
+        var rng = Xoshiro256(seed: 9)
+        let x = Tensor.normal([5, 6], rng: &rng), z = Tensor.normal([5, 4], rng: &rng)
+        let context = RoutingContext(training: true, input: x)
+        let before = router.randomState
+        let first = router.route(logits: z, context: context)
+        XCTAssertNotEqual(router.randomState, before, "routing in training draws ε")
+        try router.restoreRandomState(before)
+        let again = router.route(logits: z, context: context)
+        XCTAssertEqual(first.experts, again.experts)
+        XCTAssertEqual(first.weights.data, again.weights.data)
     }
 
     /// A noisy router that forgets its share of dL/dx.

@@ -164,4 +164,32 @@ final class SVGPlotTests: XCTestCase {
                            yRange: 0...0.5).svg())
         }
     }
+
+    // MARK: Row chart
+
+    func testRowChartNamesEveryRowAndPrintsEveryValue() {
+        let chart = RowChart(title: "Routing ablation", rows: ["top-2", "top-1 (Switch)"],
+                             panels: [.init(title: "test accuracy", range: 0.85...1, series: [("acc", [0.9402, 0.9312])],
+                                            format: { String(format: "%.2f%%", $0 * 100) }),
+                                      .init(title: "load", range: 0...1,
+                                            series: [("top-2 share", [0.27, 0.31]), ("dropped", [0, 0.05])],
+                                            referenceLine: (0.25, "even top-2 share"))])
+        let svg = chart.svg()
+        let (texts, elements) = parse(svg)
+        // Rows by name (not by number), each value at its bar, and an accuracy axis that starts
+        // at 85%, not at 0, so a point of difference is visible.
+        for text in ["top-2", "top-1 (Switch)", "94.02%", "93.12%", "27.0%", "5.0%", "85%", "100%", "even top-2 share"] {
+            XCTAssertTrue(texts.contains(text), "missing \(text)")
+        }
+        XCTAssertEqual(elements.filter { $0 == "rect" }.count, 1 + 2 + 4)  // background, accuracy bars, load bars
+        XCTAssertTrue(svg.contains("stroke-dasharray"))
+    }
+
+    func testRowChartSurvivesBadInput() {
+        for series: [(name: String, values: [Double])] in [[], [("bad", [.nan, .infinity, -1, 2])], [("long", [1, 2, 3])]] {
+            parse(RowChart(title: "t", rows: ["a <&>"], panels: [.init(title: "p", range: 0...1, series: series,
+                                                                       referenceLine: (.nan, "ref"))]).svg())
+            parse(RowChart(title: "t", rows: [], panels: [.init(title: "p", range: 1...1, series: series)]).svg())
+        }
+    }
 }

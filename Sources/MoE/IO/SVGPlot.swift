@@ -252,6 +252,103 @@ public struct BarChart {
     }
 }
 
+// MARK: - Row chart
+
+/// Named rows of horizontal bars, in side-by-side panels that each have their
+/// own axis, e.g. one row per routing configuration with its test accuracy in
+/// one panel (on 85–100%, where the differences are) and its load shares in
+/// another (on 0–100%). Each bar prints its value at its end, so the picture
+/// and the table beside it can be read against each other without counting.
+public struct RowChart {
+    /// One panel: a measure per row, on an axis of its own.
+    public struct Panel {
+        public var title: String
+        /// The axis; values outside it are cut off at the edge (their printed value is not).
+        public var range: ClosedRange<Double>
+        /// One or more bars per row, e.g. ("top-2 share", …) and ("dropped", …).
+        public var series: [(name: String, values: [Double])]
+        /// How a value is printed at its bar and on the axis (default: a percentage with one decimal).
+        public var format: (Double) -> String
+        /// How an axis tick is printed (default: a whole percentage).
+        public var tickFormat: (Double) -> String
+        /// A dashed vertical line, e.g. the even top-2 share 2/8.
+        public var referenceLine: (value: Double, label: String)?
+
+        public init(title: String, range: ClosedRange<Double>, series: [(name: String, values: [Double])],
+                    format: @escaping (Double) -> String = { String(format: "%.1f%%", $0 * 100) },
+                    tickFormat: @escaping (Double) -> String = { String(format: "%.0f%%", $0 * 100) },
+                    referenceLine: (value: Double, label: String)? = nil) {
+            self.title = title
+            self.range = range
+            self.series = series
+            self.format = format
+            self.tickFormat = tickFormat
+            self.referenceLine = referenceLine
+        }
+    }
+
+    public var title: String
+    public var rows: [String]
+    public var panels: [Panel]
+    public var panelWidth = 300.0, rowHeight = 26.0
+
+    public init(title: String, rows: [String], panels: [Panel]) {
+        self.title = title
+        self.rows = rows
+        self.panels = panels
+    }
+
+    /// The chart as a complete SVG document.
+    public func svg() -> String {
+        // The left margin grows with the longest row name so nothing is cut off.
+        let left = 20 + Double(rows.map(\.count).max() ?? 1) * 6.6
+        let gap = 70.0, top = 60.0
+        let plotHeight = Double(max(rows.count, 1)) * rowHeight
+        let legendRows = panels.map { $0.series.count + ($0.referenceLine == nil ? 0 : 1) }.max() ?? 0
+        var canvas = Canvas(width: left + Double(panels.count) * (panelWidth + gap) + 10,
+                            height: top + plotHeight + 40 + Double(legendRows) * 20 + 10)
+        canvas.text(title, x: canvas.width / 2, y: 24, size: 16, weight: "bold")
+        if rows.isEmpty { canvas.text("no data", x: canvas.width / 2, y: top + 20, fill: "#888888") }
+        for (row, name) in rows.enumerated() {
+            canvas.text(name, x: left - 8, y: top + (Double(row) + 0.5) * rowHeight + 4, anchor: "end", size: 11)
+        }
+        for (p, panel) in panels.enumerated() {
+            let x0 = left + Double(p) * (panelWidth + gap)
+            let plot = PlotArea(left: x0, top: top, right: x0 + panelWidth, bottom: top + plotHeight)
+            let axis = Axis(fixed: panel.range)
+            canvas.text(panel.title, x: plot.centerX, y: top - 12, size: 12, weight: "bold")
+            for tick in axis.ticks {
+                let x = plot.x(tick, on: axis)
+                canvas.line(x, plot.top, x, plot.bottom, stroke: "#E5E5E5")
+                canvas.text(panel.tickFormat(tick), x: x, y: plot.bottom + 16, size: 11)
+            }
+            canvas.line(plot.left, plot.bottom, plot.right, plot.bottom, stroke: "#444444")
+            canvas.line(plot.left, plot.top, plot.left, plot.bottom, stroke: "#444444")
+            let barHeight = rowHeight * 0.8 / Double(max(panel.series.count, 1))
+            var legend: [LegendEntry] = []
+            for (index, entry) in panel.series.enumerated() {
+                let style = LegendEntry(name: entry.name, index: index)
+                legend.append(style)
+                for (row, value) in entry.values.enumerated() where value.isFinite && row < rows.count {
+                    let y = top + Double(row) * rowHeight + rowHeight * 0.1 + Double(index) * barHeight
+                    let end = plot.x(min(max(value, axis.lower), axis.upper), on: axis)
+                    canvas.add("<rect x=\"\(px(plot.left))\" y=\"\(px(y))\" width=\"\(px(max(0, end - plot.left)))\""
+                               + " height=\"\(px(barHeight))\" fill=\"\(style.colour)\"/>")
+                    canvas.text(panel.format(value), x: end + 3, y: y + barHeight / 2 + 3.5, anchor: "start",
+                                size: min(10, barHeight + 1))
+                }
+            }
+            if let reference = panel.referenceLine, reference.value.isFinite {
+                let x = plot.x(reference.value, on: axis)
+                canvas.line(x, plot.top, x, plot.bottom, stroke: "#333333", width: 1.5, dash: "6 4")
+                legend.append(LegendEntry(name: reference.label, colour: "#333333", dash: "6 4"))
+            }
+            canvas.legend(legend, x: plot.left, y: plot.bottom + 28)
+        }
+        return canvas.document()
+    }
+}
+
 // MARK: - Shared machinery
 
 /// A data interval with its tick values, as drawn along one axis.
