@@ -12,7 +12,7 @@
 // the router gave them; nothing is renormalised). This MoE layer has no
 // residual connection of its own, so a token that loses every slot leaves the
 // layer as a zero vector; in a transformer block the residual stream would
-// carry it past instead (Notebooks/part1-foundations.md, §8).
+// carry it past instead (Notebooks/part1-foundations.md, §12).
 //
 // Who gets in when an expert is oversubscribed is a policy:
 //   * tokenOrder  — first come, first served, in the batch's token order;

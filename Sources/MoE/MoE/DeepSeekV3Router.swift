@@ -35,7 +35,8 @@
 //
 // The gradient flows through w (choice held fixed) and, from a balancing
 // loss, through q; both chain through the sigmoid. Derivation beside
-// `backward`; the renormalisation is the one of Notebooks/part1-foundations.md, §9.
+// `backward`; the renormalisation is the one of Notebooks/part1-foundations.md, §9;
+// the whole router is derived in part1-foundations.md, §14.
 //
 // Legend: N tokens, E experts, G groups, K experts chosen per token.
 import Foundation

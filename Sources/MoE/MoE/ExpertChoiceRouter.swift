@@ -36,7 +36,7 @@
 //
 // The gradient, as for top-k, flows through the weights with the choice held
 // fixed: dL/dw[n, e] reaches p[n, e] for the picked entries only, then the
-// softmax backward. Notebooks/part1-foundations.md, §8.
+// softmax backward. Notebooks/part1-foundations.md, §8 and §13.
 //
 // Legend: N tokens, E experts, c tokens per expert, K = E slots per token here.
 

@@ -6,7 +6,8 @@
 // starting points: mnist-moe applies them to the walkthrough's default, gpt-moe
 // to each of its presets. Errors are one line that names the flag.
 //
-// The methods behind the words: Notebooks/part1-foundations.md, §4–§11; run side by side in Notebooks/part3-mnist.md, §6.
+// The methods behind the words: Notebooks/part1-foundations.md, §4–§14, whose
+// §6 maps each word to its section; run side by side in Notebooks/part3-mnist.md, §6.
 import Foundation
 
 public struct RoutingFlags {

@@ -10,7 +10,7 @@
 // The dense model is the MoE model with one expert that every image uses,
 // which makes the comparison fair: same input and output layers, same expert
 // shape. (The walkthrough never prints its dense baseline; its parameter
-// count fits this one.) Parameter counts (Notebooks/part1-foundations.md, §12; part2-implementation.md, §7):
+// count fits this one.) Parameter counts (Notebooks/part1-foundations.md, §15; part2-implementation.md, §7):
 //     input_proj 784·256 + 256 = 200,960;   expert 256·128 + 128 + 128·256 + 256 = 65,920
 //     gating 256·8 (gate, no bias) + 8 (noise_weights) = 2,056;   output_proj 256·10 + 10 = 2,570
 //     MoE total  200,960 + 2,056 + 8·65,920 + 2,570 = 732,946
