@@ -37,7 +37,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
     naive triple loop on the MNIST MoE's shapes, for A·B, A·Bᵀ and Aᵀ·B, and prints
     the median GFLOP/s. Build with -c release for the published figures.
       --json          print {"matmul": [{"m", "k", "n", "variant", "threads", "gflops"}, …],
-                             "training_step": [{"model", "threads", "ms_per_step", …}],
+                             "training_step": [{"model", "threads", "ms_per_step", "gflops", "share_of_peak", …}],
                              "routing_share": [{"threads", "share", "share_excluding_gate", "phases_ms", …}]}
       --only SECTION  run only "matmul" or "step" (the training step of the MNIST models,
                       and the share of the MoE step spent routing: RoutingShare.swift)
@@ -138,12 +138,20 @@ func stepSeconds(_ model: Classifier, threads: Int) -> Double {
         adam.step()
     }
 }
-struct StepRow { let model: String; let threads: Int; let ms: Double }
+struct StepRow {
+    let model: String, threads: Int, ms: Double
+    let flops: Double, peak: Double   // the step's matmul operations; the FMA peak on these threads (Peak.swift)
+    var gflops: Double { flops / (ms / 1e3) / 1e9 }
+    var ofPeak: Double { gflops / peak }
+}
 var stepRows: [StepRow] = []
 for threads in only == "matmul" ? [] : Set([1, allCores]).sorted() {
     var rng = Xoshiro256(seed: 0)
-    stepRows.append(StepRow(model: "moe", threads: threads, ms: 1e3 * stepSeconds(MoEClassifier(rng: &rng), threads: threads)))
-    stepRows.append(StepRow(model: "dense", threads: threads, ms: 1e3 * stepSeconds(DenseClassifier(rng: &rng), threads: threads)))
+    let peak = fmaPeakGFLOPS(threads: threads)
+    for model in [MoEClassifier(rng: &rng), DenseClassifier(rng: &rng)] as [Classifier] {
+        stepRows.append(StepRow(model: model.name, threads: threads, ms: 1e3 * stepSeconds(model, threads: threads),
+                                flops: trainingStepFLOPs(model, batch: 64), peak: peak))
+    }
 }
 // The share of the MoE step spent routing, phase by phase (RoutingShare.swift).
 let routingRows = (only == "matmul" ? [] : Set([1, allCores]).sorted()).map { measureRoutingShare(threads: $0) }
@@ -158,6 +166,8 @@ if json {
     }
     let steps = stepRows.map { r -> [String: Any] in
         ["model": r.model, "threads": r.threads, "ms_per_step": (r.ms * 1000).rounded() / 1000,
+         "mflop_per_step": (r.flops / 1e4).rounded() / 100, "gflops": (r.gflops * 100).rounded() / 100,
+         "fma_peak_gflops": (r.peak * 10).rounded() / 10, "share_of_peak": (r.ofPeak * 1e4).rounded() / 1e4,
          "estimated_train_seconds_30_epochs": (r.ms * stepsPerRun / 10).rounded() / 100]
     }
     let routingShare = routingRows.map { r -> [String: Any] in
@@ -191,10 +201,12 @@ if json {
         }
     }
     if only != "matmul" {
-        print("\ntraining step, batch 64 (forward + backward + Adam), median")
+        print("\ntraining step, batch 64 (forward + backward + Adam), median; % of the FMA peak measured")
+        print("on the same threads (Peak.swift); 30 epochs = 79 × 30 steps of 5,000 images")
+        print("  model  threads   ms/step  MFLOP  GFLOP/s  peak GFLOP/s  of peak  30 epochs")
         for r in stepRows {
-            print(String(format: "  %-5@  %d thread(s)  %7.3f ms/step  → %5.2f s for 30 epochs of 5,000 images",
-                         r.model, r.threads, r.ms, r.ms * stepsPerRun / 1000))
+            print(String(format: "  %-5@  %7d  %8.3f  %5.1f  %7.1f  %12.1f  %6.1f%%  %7.2f s",
+                         r.model, r.threads, r.ms, r.flops / 1e6, r.gflops, r.peak, 100 * r.ofPeak, r.ms * stepsPerRun / 1000))
         }
         print("\nshare of the MoE training step spent routing (gate, router, dispatch, combine; RoutingShare.swift),")
         print("median of 200 steps, ms per phase")

@@ -128,6 +128,22 @@ final class BlindSpotTests: XCTestCase {
 
     // MARK: Capacity rounds up
 
+    /// `--capacity 0.1` means 0.1, not the Float nearest it: 0.1·80·2/8 is exactly 2, and a
+    /// factor read as a Float and widened (0.10000000149) would round it up to 3.
+    func testACapacityFlagIsReadAsTheDecimalItSpells() throws {
+        for (words, tokens, expected) in [(["--capacity", "0.1"], 80, 2), (["--capacity", "0.2"], 1000, 50)] {
+            var flags = RoutingFlags()
+            var args = ArgumentReader(words)
+            let flag = try XCTUnwrap(args.next())
+            XCTAssertTrue(try flags.parse(flag, from: &args))
+            flags.finish()
+            let setup = flags.applied(to: RoutingSetup())
+            let factor = try XCTUnwrap(setup.capacityFactor)
+            XCTAssertEqual(Capacity(factor: factor).limit(tokens: tokens, activeExperts: 2, experts: 8), expected,
+                           "\(words.joined(separator: " ")) with \(tokens) tokens")
+        }
+    }
+
     /// F·N·k/E = 1.25·10·2/8 = 3.125: each expert keeps ⌈3.125⌉ = 4 tokens, not 3.
     func testCapacityOfANonIntegerProductRoundsUp() {
         let capacity = Capacity(factor: 1.25)

@@ -63,6 +63,18 @@ public struct ArgumentReader {
         }
         return v
     }
+
+    /// The value that follows `flag` as a Double, for factors that feed a
+    /// ⌈·⌉: read as a Float and widened, 0.1 becomes 0.10000000149, and
+    /// ⌈0.1 · 80 · 2 / 8⌉ would be 3 instead of 2.
+    public mutating func double(_ flag: String, _ range: ClosedRange<Float>) throws -> Double {
+        let text = try value(flag)
+        guard let v = Double(text), v.isFinite, range.contains(Float(v)),
+              Double(range.lowerBound) <= v, v <= Double(range.upperBound) else {
+            throw UsageError("\(flag) must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+        }
+        return v
+    }
 }
 
 // MARK: - Near misses

@@ -90,7 +90,8 @@ public struct Routing {
 
 /// What a router may need to know besides the logits.
 public struct RoutingContext {
-    /// Training (noise, dropout, capacity on) or evaluation (all off).
+    /// Training (noise and expert dropout on) or evaluation (both off). Capacity
+    /// applies in both: MoELayer.forward limits every batch it routes (part 1, §12).
     public var training: Bool
     /// How far training has got, 0 at the first step and 1 at the last: for
     /// schedules such as an annealed temperature.

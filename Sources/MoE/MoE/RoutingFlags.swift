@@ -81,7 +81,7 @@ public struct RoutingFlags {
             let p = try args.float(flag, RoutingSetup.Limits.expertDropout)
             record("\(p)") { $0.expertDropout = p }
         case "--capacity":
-            let factor = Double(try args.float(flag, RoutingSetup.Limits.capacityFactor))
+            let factor = try args.double(flag, RoutingSetup.Limits.capacityFactor)
             record("\(factor)") { $0.capacityFactor = factor }
         case "--overflow":
             let text = try args.value(flag)
@@ -118,7 +118,7 @@ public struct RoutingFlags {
             let scale = try args.float(flag, RoutingSetup.Limits.routedScaling)
             record("\(scale)") { $0.routedScaling = scale }
         case "--expert-choice-factor":
-            let factor = Double(try args.float(flag, RoutingSetup.Limits.expertChoiceFactor))
+            let factor = try args.double(flag, RoutingSetup.Limits.expertChoiceFactor)
             record("\(factor)") { $0.expertChoiceFactor = factor }
         default:
             return false

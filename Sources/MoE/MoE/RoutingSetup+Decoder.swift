@@ -19,7 +19,7 @@
 // A model trained that way is evaluated on a loss that peeks at the future,
 // which is not a language model's loss; gpt-moe refuses such settings with
 // this reason. Every routing it accepts passes the whole-model causality test
-// (GPTLayerTests.testModelIsCausalForEveryAcceptedRouter).
+// (RouterRegistryTests.testTheGPTIsCausalForEveryRouterItAccepts).
 extension RoutingSetup {
     /// Why these settings cannot route a decoder (one line naming the flag), or nil.
     public var decoderProblem: String? {
