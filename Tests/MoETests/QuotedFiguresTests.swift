@@ -182,6 +182,19 @@ final class QuotedFiguresTests: XCTestCase {
             "(CV 0.092 against {\(moe).load_cv:f3})",
             "within a point of its {\(moe).test_accuracy:pct2}",
         ])
+        // Notebooks/part6-specialization.md, §6: the same default run's specialization and MI.
+        let part6 = "Notebooks/part6-specialization.md"
+        let mi = "\(moe).digit_expert_mutual_information"
+        add(part6, [(0, 5, 7), (1, 3, 6), (2, 7, 6), (3, 6, 2), (4, 1, 0),
+                    (5, 4, 5), (6, 7, 5), (7, 6, 1), (8, 3, 5), (9, 1, 0)].map(specializationRow) + [
+            "I(digit; top-1 expert) = {\(mi).mi_bits:f4} bits (chance {\(mi).chance_mi_bits:f4} ± {\(mi).chance_mi_std_bits:f4}, "
+                + "p = 0.000999, 1000 shuffles)",
+            "{\(mi).mi_bits:f2} bits against a chance level of {\(mi).chance_mi_bits:f3} bits",
+            "the largest was {\(mi).chance_mi_max_bits:f4}",
+            "({\(mi).mi_bits:f2} of 3.32 bits)",
+            "The {\(mi).mi_bits:f2} bits measured",
+        ])
+        add("README.md", ["model (I(digit; top-1 expert) = {\(mi).mi_bits:f2} bits, chance {\(mi).chance_mi_bits:f3},"])
         return q
     }()
 
