@@ -225,14 +225,7 @@ final class GPTLayerTests: XCTestCase {
         config.vocabularySize = 13; config.contextLength = 8; config.width = 16; config.heads = 2
         config.hidden = 24; config.layers = 2; config.moeLayers = [1]; config.experts = 3; config.routing.k = 1
         let model = GPT(config: config, rng: &rng)
-        let tokens = (0..<8).map { _ in rng.below(13) }
-        let before = model.forward(tokens: tokens, batch: 1)
-        for cut in 0..<7 {
-            var changed = tokens
-            for i in (cut + 1)..<8 { changed[i] = (changed[i] + 1 + rng.below(12)) % 13 }
-            let after = model.forward(tokens: changed, batch: 1)
-            XCTAssertEqual(Array(after.data[0..<((cut + 1) * 13)]), Array(before.data[0..<((cut + 1) * 13)]), "cut \(cut)")
-        }
+        assertCausal(model, rng: &rng, "the GPT with a top-1 MoE block")
     }
 }
 

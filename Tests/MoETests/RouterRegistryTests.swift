@@ -154,15 +154,7 @@ final class RouterRegistryTests: XCTestCase {
             config.routing = setup.resolvingRegisteredRouter(experts: 4, modelDim: 16)
             let model = GPT(config: config, rng: &rng)
             model.setMode(training: false, progress: 1)
-            let tokens = (0..<8).map { _ in rng.below(13) }
-            let before = model.forward(tokens: tokens, batch: 1)
-            for cut in 0..<7 {
-                var changed = tokens
-                for i in (cut + 1)..<8 { changed[i] = (changed[i] + 1 + rng.below(12)) % 13 }
-                let after = model.forward(tokens: changed, batch: 1)
-                XCTAssertEqual(Array(after.data[0..<((cut + 1) * 13)]), Array(before.data[0..<((cut + 1) * 13)]),
-                               "\(setup.summary): position \(cut) saw later tokens")
-            }
+            assertCausal(model, rng: &rng, setup.summary)
         }
     }
 }

@@ -52,3 +52,22 @@ enum TestData {
 func note(_ item: @autoclosure () -> Any) {
     if TestData.verbose { print(item()) }
 }
+
+/// Checks that `model` is causal: its logits at position t do not change when
+/// any later token changes. Draws 8 tokens of a 13-word vocabulary from `rng`,
+/// then, for every cut, replaces all tokens after it and compares the logits
+/// up to it [cut + 1, 13] bit for bit. Used for the GPT as built
+/// (GPTLayerTests) and for every router a decoder accepts (RouterRegistryTests).
+func assertCausal(_ model: GPT, rng: inout Xoshiro256, _ label: String,
+                  file: StaticString = #filePath, line: UInt = #line) {
+    let (t, v) = (8, 13)
+    let tokens = (0..<t).map { _ in rng.below(v) }
+    let before = model.forward(tokens: tokens, batch: 1)          // [T, V]
+    for cut in 0..<(t - 1) {
+        var changed = tokens
+        for i in (cut + 1)..<t { changed[i] = (changed[i] + 1 + rng.below(v - 1)) % v }
+        let after = model.forward(tokens: changed, batch: 1)
+        XCTAssertEqual(Array(after.data[0..<((cut + 1) * v)]), Array(before.data[0..<((cut + 1) * v)]),
+                       "\(label): position \(cut) saw later tokens", file: file, line: line)
+    }
+}

@@ -109,21 +109,17 @@ public final class PretrainedModel {
                 let both = input.matrix(j)
                 experts.append(SwiGLUExpert(gate: both.rows(0..<f), up: both.rows(f..<2 * f), down: output.matrix(j)))
             }
-        case .mixtral:
-            routerName = p + "block_sparse_moe.gate.weight"
+        case .mixtral, .olmoe, .qwen2_moe:
+            // One tensor per expert and projection; only the names differ. Mixtral's
+            // w1, w3, w2 are the gate, up and down projections of the others.
+            let (block, gate, up, down) = c.family == .mixtral
+                ? ("block_sparse_moe", "w1", "w3", "w2") : ("mlp", "gate_proj", "up_proj", "down_proj")
+            routerName = p + block + ".gate.weight"
             for j in 0..<e {
-                let x = p + "block_sparse_moe.experts.\(j)."
-                experts.append(SwiGLUExpert(gate: try w.tensor(x + "w1.weight", shape: [f, d]),
-                                            up: try w.tensor(x + "w3.weight", shape: [f, d]),
-                                            down: try w.tensor(x + "w2.weight", shape: [d, f])))
-            }
-        case .olmoe, .qwen2_moe:
-            routerName = p + "mlp.gate.weight"
-            for j in 0..<e {
-                let x = p + "mlp.experts.\(j)."
-                experts.append(SwiGLUExpert(gate: try w.tensor(x + "gate_proj.weight", shape: [f, d]),
-                                            up: try w.tensor(x + "up_proj.weight", shape: [f, d]),
-                                            down: try w.tensor(x + "down_proj.weight", shape: [d, f])))
+                let x = p + block + ".experts.\(j)."
+                experts.append(SwiGLUExpert(gate: try w.tensor(x + gate + ".weight", shape: [f, d]),    // [F, D]
+                                            up: try w.tensor(x + up + ".weight", shape: [f, d]),        // [F, D]
+                                            down: try w.tensor(x + down + ".weight", shape: [d, f])))   // [D, F]
             }
         }
         var shared: SwiGLUExpert?, sharedGate: WeightTensor?
