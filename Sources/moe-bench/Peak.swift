@@ -7,7 +7,7 @@
 //     2·M·K·N floating-point operations (a multiply and an add per term), and a
 //     Linear layer costs three of them per step — forward y = x·Wᵀ, dL/dx =
 //     dL/dy·W and dL/dW = dL/dyᵀ·x — except the first layer, whose input is
-//     data and needs no dL/dx (Linear.swift, `needsInputGradient`). The MoE's
+//     data and needs no dL/dx (Linear.swift, `backwardParameters`). The MoE's
 //     experts see B·k rows between them (every token's k slots, none dropped),
 //     whatever the split. Everything else (ReLU, softmax, routing, Adam) is
 //     under 1% of the operations and left out, so the fraction is slightly

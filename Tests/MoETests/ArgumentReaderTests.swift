@@ -24,6 +24,22 @@ final class ArgumentReaderTests: XCTestCase {
         """
         XCTAssertEqual(flags(inUsage: usage), ["--epochs", "--no-shuffle", "--help", "--data-dir"])
     }
+
+    /// `double` (capacity factors) refuses what `float` refuses: text that is no number,
+    /// NaN and infinities, values outside the range, a missing value; and keeps the decimal.
+    func testADoubleValueRefusesBrokenInputAndKeepsTheDecimal() throws {
+        for bad in [["--capacity", "abc"], ["--capacity", "nan"], ["--capacity", "inf"], ["--capacity", "-1"],
+                    ["--capacity", "1e9"], ["--capacity", ""], ["--capacity"]] {
+            var args = ArgumentReader(bad)
+            _ = args.next()
+            XCTAssertThrowsError(try args.double("--capacity", 0.01...1000), "\(bad)") { error in
+                XCTAssertTrue("\(error)".contains("--capacity"), "the error names the flag: \(error)")
+            }
+        }
+        var args = ArgumentReader(["--capacity", "0.1"])
+        _ = args.next()
+        XCTAssertEqual(try args.double("--capacity", 0.01...1000), 0.1)   // not 0.10000000149
+    }
 }
 
 /// moe-bench's usage errors, without running a benchmark.
