@@ -1,4 +1,4 @@
-// SVGPlot: line charts, heatmaps and bar charts written as SVG text.
+// SVGPlot: line charts, heatmaps, bar charts and row charts written as SVG text.
 //
 // The figures this project needs (loss curves, which expert each digit is sent
 // to, how evenly the experts are used) are simple, and SVG is simple too: a
@@ -7,7 +7,7 @@
 // free of dependencies, makes every figure diffable text, and takes less code
 // than adapting to a plotting library.
 //
-// Three ideas carry all three charts:
+// Three ideas carry all four charts:
 //   * A linear scale maps a data interval onto a pixel interval. SVG's y axis
 //     points down, so larger values get smaller y.
 //   * "Nice" ticks: a step of 1, 2 or 5 times a power of ten, chosen so about
