@@ -20,6 +20,42 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(adam.stepCount, 2)
     }
 
+    /// Adam sets a first moment that has decayed into the subnormal floats to 0
+    /// (Adam.swift says why: subnormals are ~100× slower on x86), and only then.
+    /// Weight 0 gets one gradient, then none: m = 0.1·g·0.9ˢ reaches the
+    /// subnormals after ~760 steps (and would underflow to 0 only after ~915),
+    /// so after 800 it must be exactly 0 where unflushed Adam has a subnormal. Weight 1 gets a
+    /// gradient every step: its m stays normal and must match the same Adam
+    /// arithmetic written out here, bit for bit. And weight 0 moves by the same
+    /// floats as it would have without the flush: its last updates are far below
+    /// half a unit in its last place.
+    func testAdamFlushesSubnormalMomentsOnly() {
+        let p = Parameter(Tensor(shape: [2], data: [0.5, -0.25]))
+        let adam = Adam(parameters: [p], learningRate: 1e-3)
+        var m: [Float] = [0, 0], v: [Float] = [0, 0], theta: [Float] = [0.5, -0.25]
+        var sawSubnormal = false
+        for step in 1...800 {
+            let g: [Float] = [step == 1 ? 1e-2 : 0, 1e-3 * Float(step % 7 + 1)]
+            p.grad.data = g
+            adam.step()
+            // The same update without the flush (Rule.apply's arithmetic).
+            let t = Float(step)
+            let stepSize = 1e-3 / (1 - pow(Float(0.9), t)), root2 = (1 - pow(Float(0.999), t)).squareRoot()
+            for i in 0..<2 {
+                m[i] = 0.9 * m[i] + (1 - 0.9) * g[i]
+                v[i] = 0.999 * v[i] + (1 - 0.999) * g[i] * g[i]
+                theta[i] -= stepSize * m[i] / (v[i].magnitude.squareRoot() / root2 + 1e-8)
+            }
+            if m[0] != 0 && m[0].magnitude < Float.leastNormalMagnitude { sawSubnormal = true }
+            XCTAssertEqual(p.value.data, theta, "step \(step): the flush changed a weight")
+        }
+        XCTAssertTrue(sawSubnormal, "the unflushed moment never became subnormal: the test tests nothing")
+        XCTAssertNotEqual(m[0], 0, "without the flush the moment is still a subnormal after 800 steps")
+        XCTAssertEqual(adam.m[0].data[0], 0, "a subnormal first moment must be flushed to 0")
+        XCTAssertEqual(adam.m[0].data[1], m[1], "a normal first moment must be left as Adam computed it")
+        XCTAssertGreaterThanOrEqual(adam.m[0].data[1].magnitude, Float.leastNormalMagnitude)
+    }
+
     func testSGDStep() {
         let p = Parameter(Tensor(shape: [2], data: [1, -1]))
         p.grad = Tensor(shape: [2], data: [0.5, -2])
