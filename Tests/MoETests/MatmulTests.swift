@@ -57,6 +57,27 @@ final class MatmulTests: XCTestCase {
         }
     }
 
+    /// The packed kernel reads a row-major A in place and packs a transposed one;
+    /// both feed the micro-kernel the same values in the same order, so A·B and
+    /// (Aᵀ stored)ᵀ·B must be the same floats, bit for bit: M not a multiple of
+    /// the 4-row tile, K across the 256 slice, the GPT's 2,048 × 256 × 64, and
+    /// accumulating into C.
+    func testAReadInPlaceEqualsAPacked() {
+        var rng = Xoshiro256(seed: 5)
+        for (m, k, n) in [(9, 513, 33), (67, 300, 100), (2048, 256, 64), (130, 70, 300)] {
+            let a = Tensor.uniform([m, k], low: -1, high: 1, rng: &rng)
+            var aT = Tensor.zeros([k, m])
+            for i in 0..<m { for p in 0..<k { aT.data[p * m + i] = a.data[i * k + p] } }
+            let b = Tensor.uniform([k, n], low: -1, high: 1, rng: &rng)
+            XCTAssertEqual(matmul(a, b, threads: 1), matmul(aT, b, transposeA: true, threads: 1), "\(m)×\(k)×\(n)")
+            let start = Tensor.uniform([m, n], low: -1, high: 1, rng: &rng)
+            var inPlace = start, packed = start
+            matmulAccumulate(into: &inPlace, a, b, threads: 1)
+            matmulAccumulate(into: &packed, aT, b, transposeA: true, threads: 1)
+            XCTAssertEqual(inPlace, packed, "\(m)×\(k)×\(n), accumulating")
+        }
+    }
+
     func testAccumulateAddsToExistingValues() {
         var rng = Xoshiro256(seed: 4)
         for (m, k, n) in [(5, 300, 40), (64, 64, 64), (1, 1, 1)] {

@@ -27,10 +27,12 @@
 //     vectors stay in registers for the whole K loop. Per step of K it loads 2
 //     vectors of B, broadcasts 4 scalars of A and issues 8 fused multiply-adds:
 //     256 FLOPs per 6 loads, enough to keep the FMA units, not the loads, busy.
-//   * Packing. The kernel reads A as [K][4] and B as [K][32], each contiguous, so
-//     every load is a sequential stream the prefetcher predicts. A B panel is
-//     packed once and re-read by every row tile; partial tiles are zero-padded so
-//     the kernel never branches on the edge (only the final store does).
+//   * Packing. The kernel reads B as [K][32], contiguous, so every load is a
+//     sequential stream the prefetcher predicts. A B panel is packed once and
+//     re-read by every row tile; partial panels are zero-padded so the kernel
+//     never branches on the edge (only the final store does). A is read as four
+//     rows, one scalar each per K step: in place when A is row-major (its rows
+//     are contiguous in K already), packed as [K][4] when it is transposed.
 //   * K blocking. K is cut into slices of `kc` = 256 so that a packed B panel
 //     (256 × 32 floats = 32 KiB) and the A panel (4 KiB) stay in the L1/L2 caches
 //     while they are re-read. C accumulates across the slices.
@@ -247,14 +249,23 @@ enum Gemm {
             .bindMemory(to: Float.self, capacity: nr * kcMax)
         defer { packedA.deallocate(); packedB.deallocate() }
 
+        // A stored row-major (A·B and A·Bᵀ: forward passes and input gradients)
+        // is read where it is: the kernel broadcasts one scalar per row and K
+        // step, and a row of A is already contiguous in K, so packing would
+        // only copy it. With few column panels to share the copy (the GPT's
+        // 64-wide products) the copy cost half as much as the arithmetic.
+        // Only a transposed A (Aᵀ·B, weight gradients) is packed.
+        let readsAInPlace = a.colStride == 1
         var p0 = 0
         while p0 < k {
             let kLen = min(kc, k - p0)
             // After the first K slice, C already holds a partial sum: add to it.
             let addToC = accumulate || p0 > 0
-            for t in 0..<rowTiles {
-                packA(a, rows: (t * mr)..<min(m, t * mr + mr), depth: p0..<(p0 + kLen),
-                      into: packedA + t * mr * kLen)
+            if !readsAInPlace {
+                for t in 0..<rowTiles {
+                    packA(a, rows: (t * mr)..<min(m, t * mr + mr), depth: p0..<(p0 + kLen),
+                          into: packedA + t * mr * kLen)
+                }
             }
             var j0 = 0
             while j0 < n {
@@ -262,13 +273,29 @@ enum Gemm {
                 packB(b, depth: p0..<(p0 + kLen), cols: j0..<(j0 + cols), into: packedB)
                 for t in 0..<rowTiles {
                     let rows = min(mr, m - t * mr)
-                    microKernel(kLen: kLen, a: packedA + t * mr * kLen, b: packedB,
+                    let tile: TileRows
+                    if readsAInPlace {
+                        // Rows past M (last tile) repeat the last row: computed, never stored.
+                        let row = { (r: Int) in UnsafePointer(a.base! + min(t * mr + r, m - 1) * a.rowStride + p0) }
+                        tile = TileRows(rows: (row(0), row(1), row(2), row(3)), step: 1)
+                    } else {
+                        let packed = UnsafePointer(packedA + t * mr * kLen)
+                        tile = TileRows(rows: (packed, packed + 1, packed + 2, packed + 3), step: mr)
+                    }
+                    microKernel(kLen: kLen, a: tile, b: packedB,
                                 c: c + t * mr * ldc + j0, ldc: ldc, rows: rows, cols: cols, accumulate: addToC)
                 }
                 j0 += nr
             }
             p0 += kLen
         }
+    }
+
+    /// The 4 rows of A a register tile multiplies: A(r, p) = rows.r[p · step].
+    /// Packed ([K][4]): rows packed + r, step 4. In place: each row's own start, step 1.
+    struct TileRows {
+        let rows: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>)
+        let step: Int
     }
 
     /// Copies A[rows, depth] into `dst` as [depth][mr]: for each k, the mr values
@@ -317,22 +344,22 @@ enum Gemm {
         }
     }
 
-    /// The register tile: C[4, 32] (+)= Apacked[kLen][4] · Bpacked[kLen][32].
+    /// The register tile: C[4, 32] (+)= A[4, kLen] · Bpacked[kLen][32], A packed or in place.
     /// Eight SIMD16 accumulators (4 rows × 2 vectors) live in registers for the
     /// whole loop; each K step is 2 vector loads, 4 broadcasts and 8 FMAs.
     @inline(__always)
-    static func microKernel(kLen: Int, a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>,
+    static func microKernel(kLen: Int, a: TileRows, b: UnsafeMutablePointer<Float>,
                             c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, cols: Int, accumulate: Bool) {
         typealias V = SIMD16<Float>
         var c00 = V(), c01 = V(), c10 = V(), c11 = V()
         var c20 = V(), c21 = V(), c30 = V(), c31 = V()
-        let av = UnsafeRawPointer(a), bv = UnsafeRawPointer(b)
+        let bv = UnsafeRawPointer(b)
+        let (r0, r1, r2, r3) = a.rows, step = a.step
         for p in 0..<kLen {
             let b0 = bv.load(fromByteOffset: p * 128, as: V.self)
             let b1 = bv.load(fromByteOffset: p * 128 + 64, as: V.self)
-            let ap = av.advanced(by: p * 16).assumingMemoryBound(to: Float.self)
-            let a0 = V(repeating: ap[0]), a1 = V(repeating: ap[1])
-            let a2 = V(repeating: ap[2]), a3 = V(repeating: ap[3])
+            let a0 = V(repeating: r0[p * step]), a1 = V(repeating: r1[p * step])
+            let a2 = V(repeating: r2[p * step]), a3 = V(repeating: r3[p * step])
             c00.addProduct(a0, b0); c01.addProduct(a0, b1)
             c10.addProduct(a1, b0); c11.addProduct(a1, b1)
             c20.addProduct(a2, b0); c21.addProduct(a2, b1)
