@@ -14,13 +14,20 @@ import MoE
 struct Shape { let m: Int, k: Int, n: Int, note: String }
 
 // The MNIST MoE's products (batch 64, 2 of 8 experts → ~16 tokens per expert),
-// then two square sizes to compare with published figures.
+// the GPT's, then two square sizes to compare with published figures.
 let shapes = [
     Shape(m: 64, k: 784, n: 256, note: "input layer"),
     Shape(m: 64, k: 256, n: 8, note: "router"),
     Shape(m: 16, k: 256, n: 128, note: "expert up"),
     Shape(m: 16, k: 128, n: 256, note: "expert down"),
     Shape(m: 64, k: 256, n: 10, note: "output layer"),
+    // gpt-moe's baseline: 2,048 tokens (32 windows of 64) of width 64 through
+    // the 256-wide MLP (forward, and the input gradient), a weight gradient
+    // summed over the tokens, and one of 8 experts with its ~256 tokens.
+    Shape(m: 2048, k: 64, n: 256, note: "GPT MLP"),
+    Shape(m: 2048, k: 256, n: 64, note: "GPT MLP"),
+    Shape(m: 256, k: 2048, n: 64, note: "GPT weight grad"),
+    Shape(m: 256, k: 64, n: 256, note: "GPT expert"),
     Shape(m: 256, k: 256, n: 256, note: "square"),
     Shape(m: 512, k: 512, n: 512, note: "square"),
 ]
@@ -34,7 +41,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
     usage: moe-bench [--json] [--only matmul|step|pretrained]
 
     Times the tiled SIMD matmul (1 thread and all \(ProcessInfo.processInfo.activeProcessorCount) cores) and the
-    naive triple loop on the MNIST MoE's shapes, for A·B, A·Bᵀ and Aᵀ·B, and prints
+    naive triple loop on the MNIST MoE's and the GPT's shapes, for A·B, A·Bᵀ and Aᵀ·B, and prints
     the median GFLOP/s. Build with -c release for the published figures.
       --json          print {"matmul": [{"m", "k", "n", "variant", "threads", "gflops"}, …],
                              "training_step": [{"model", "threads", "ms_per_step", "gflops", "share_of_peak", …}],

@@ -44,6 +44,10 @@ SHAPES = [  # (M, K, N, note), in moe-bench's order
     (16, 256, 128, "expert up"),
     (16, 128, 256, "expert down"),
     (64, 256, 10, "output layer"),
+    (2048, 64, 256, "GPT MLP"),
+    (2048, 256, 64, "GPT MLP"),
+    (256, 2048, 64, "GPT weight grad"),
+    (256, 64, 256, "GPT expert"),
     (256, 256, 256, "square"),
     (512, 512, 512, "square"),
 ]
