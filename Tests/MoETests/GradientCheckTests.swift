@@ -56,6 +56,26 @@ final class GradientCheckTests: XCTestCase {
         assertGradientsMatch(GradientCheck.check(GELU(), input: x), "GELU")
     }
 
+    /// GELU's forward makes its outputs without zeroing them first
+    /// (Tensor(shape:writingEvery:)), so every value must be written: empty,
+    /// shorter than one 16-lane block, a partial last block, and large enough
+    /// to be split between two threads. Against the formula in Double.
+    func testGELUWritesEveryValue() {
+        var rng = Xoshiro256(seed: 15)
+        Parallel.threads = 2
+        defer { Parallel.threads = ProcessInfo.processInfo.activeProcessorCount }
+        for count in [0, 5, 16, 33, (1 << 17) + 7] {
+            let x = Tensor.uniform([count], low: -4, high: 4, rng: &rng)
+            let y = GELU().forward(x)
+            XCTAssertEqual(y.shape, [count])
+            let worst = zip(x.data, y.data).map { xv, yv -> Double in
+                let v = Double(xv), u = (2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v)
+                return abs(0.5 * v * (1 + tanh(u)) - Double(yv))
+            }.max() ?? 0
+            XCTAssertLessThan(worst, 1e-5, "\(count) values")
+        }
+    }
+
     func testSoftmax() {
         var rng = Xoshiro256(seed: 13)
         let x = Tensor.uniform([5, 6], low: -2, high: 2, rng: &rng)

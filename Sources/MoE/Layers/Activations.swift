@@ -58,14 +58,13 @@ public final class GELU: Layer {
 
     public func forward(_ x: Tensor) -> Tensor {
         input = x
-        var y = x
-        var t = x
         let count = x.count
-        guard count > 0 else { tanhU = t; return y }
-        x.data.withUnsafeBufferPointer { xs in
-            y.data.withUnsafeMutableBufferPointer { ys in
-                t.data.withUnsafeMutableBufferPointer { ts in
-                    let (xp, yp, tp) = (xs.baseAddress!, ys.baseAddress!, ts.baseAddress!)
+        // y and t are written whole by the loop: made without zeroing or copying x.
+        var t = Tensor.zeros([0])
+        let y = Tensor(shape: x.shape, writingEvery: { yp in
+            t = Tensor(shape: x.shape, writingEvery: { tp in
+                x.data.withUnsafeBufferPointer { xs in
+                    let xp = xs.baseAddress!
                     let (c, a) = (GELU.c, GELU.a)   // locals: a static is re-checked on every use
                     // Full blocks load and store 16 lanes directly, apart from the short
                     // tail: with one path for both, the compiler computed every block one
@@ -85,8 +84,8 @@ public final class GELU: Layer {
                         }
                     }
                 }
-            }
-        }
+            })
+        })
         tanhU = t
         return y
     }

@@ -277,8 +277,13 @@ struct Head {
     func causalSoftmax(scale: Float, into p: UnsafeMutablePointer<Float>) {
         for i in 0..<t {
             let scoresRow = s + i * tPad, row = p + i * t
-            var m = -Float.infinity
-            for j in 0...i { m = max(m, scale * scoresRow[j]) }
+            // The row's largest scaled score, 16 at a time: a maximum is the same
+            // whichever order the values are compared in.
+            var largest = V(repeating: -.infinity)
+            var j = 0
+            while j + 16 <= i + 1 { largest = pointwiseMax(largest, scale * Head.load(scoresRow + j)); j += 16 }
+            var m = largest.max()
+            while j <= i { m = max(m, scale * scoresRow[j]); j += 1 }
             var sum: Float = 0
             for j in 0...i { row[j] = exp(scale * scoresRow[j] - m); sum += row[j] }
             let inv = 1 / sum

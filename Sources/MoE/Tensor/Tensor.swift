@@ -35,6 +35,19 @@ public struct Tensor: Equatable, CustomStringConvertible {
         self.init(shape: shape, data: [Float](repeating: value, count: shape.reduce(1, *)))
     }
 
+    /// A tensor of the given shape whose values `write` stores, every one of
+    /// them, through the pointer it is given (to `shape.reduce(1, *)` floats).
+    /// For a kernel that overwrites its whole output: nothing is zeroed or
+    /// copied first. Values `write` leaves unwritten are undefined.
+    public init(shape: [Int], writingEvery write: (UnsafeMutablePointer<Float>) -> Void) {
+        let count = shape.reduce(1, *)
+        let data = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            if count > 0 { write(buffer.baseAddress!) }
+            initialized = count
+        }
+        self.init(shape: shape, data: data)
+    }
+
     /// A tensor of zeros.
     public static func zeros(_ shape: [Int]) -> Tensor { Tensor(shape: shape, repeating: 0) }
 
