@@ -57,12 +57,12 @@ final class MatmulTests: XCTestCase {
         }
     }
 
-    /// The packed kernel reads a row-major A in place and packs a transposed one;
-    /// both feed the micro-kernel the same values in the same order, so A·B and
-    /// (Aᵀ stored)ᵀ·B must be the same floats, bit for bit: M not a multiple of
-    /// the 4-row tile, K across the 256 slice, the GPT's 2,048 × 256 × 64, and
-    /// accumulating into C.
-    func testAReadInPlaceEqualsAPacked() {
+    /// The packed kernel reads A in place, a row-major A along its rows and a
+    /// transposed one down its columns; both feed the micro-kernel the same
+    /// values in the same order, so A·B and (Aᵀ stored)ᵀ·B must be the same
+    /// floats, bit for bit: M not a multiple of the 4-row tile, K across the 256
+    /// slice, the GPT's 2,048 × 256 × 64, and accumulating into C.
+    func testRowMajorAndTransposedAGiveTheSameFloats() {
         var rng = Xoshiro256(seed: 5)
         for (m, k, n) in [(9, 513, 33), (67, 300, 100), (2048, 256, 64), (130, 70, 300)] {
             let a = Tensor.uniform([m, k], low: -1, high: 1, rng: &rng)

@@ -15,9 +15,9 @@
 //   forward       Y  = X · Wᵀ      A·Bᵀ   (W is [out, in], PyTorch's layout)
 //   input grad    dX = dY · W      A·B
 //   weight grad   dW = dYᵀ · X     Aᵀ·B
-// A transpose is never materialised: the operands are *packed* (copied into
-// small contiguous panels) anyway, and packing can read rows or columns equally
-// well. So "transposed" only changes two strides in the packing loops.
+// A transpose is never materialised: B is *packed* (copied into small
+// contiguous panels) anyway, packing can read rows or columns equally well,
+// and A is read one scalar at a time. So "transposed" only changes two strides.
 //
 // How the fast path works (the BLIS recipe, cut down to what these sizes need;
 // A·Bᵀ, whose operands are both read along rows, takes the dot-product kernel
@@ -30,11 +30,10 @@
 //   * Packing. The kernel reads B as [K][32], contiguous, so every load is a
 //     sequential stream the prefetcher predicts. A B panel is packed once and
 //     re-read by every row tile; partial panels are zero-padded so the kernel
-//     never branches on the edge (only the final store does). A is read as four
-//     rows, one scalar each per K step: in place when A is row-major (its rows
-//     are contiguous in K already), packed as [K][4] when it is transposed.
+//     never branches on the edge (only the final store does). A is not packed:
+//     the kernel reads one scalar of each of its four rows per K step, in place.
 //   * K blocking. K is cut into slices of `kc` = 256 so that a packed B panel
-//     (256 × 32 floats = 32 KiB) and the A panel (4 KiB) stay in the L1/L2 caches
+//     (256 × 32 floats = 32 KiB) and a row tile's slice of A (4 KiB) stay in the L1/L2 caches
 //     while they are re-read. C accumulates across the slices.
 //   * Threads. Large products are split into column (or row) strips, one per
 //     thread, with `Parallel.forEach`; each strip packs its own panels, so the
@@ -236,54 +235,41 @@ enum Gemm {
     }
 
     /// The single-threaded blocked product. Loop nest, outermost first:
-    ///   p0 (K slices) → pack A slice, then for each column panel: pack B panel,
-    ///   then run the micro-kernel down every row tile.
+    ///   p0 (K slices) → for each column panel: pack the B panel, then run the
+    ///   micro-kernel down every row tile.
+    ///
+    /// A is never packed. The kernel takes one scalar from each of its 4 rows
+    /// per K step and broadcasts it, so it can read A where it is: a row-major
+    /// A (A·B, A·Bᵀ: forward passes, input gradients) as four rows contiguous in
+    /// K; a transposed one (Aᵀ·B: weight gradients) as four neighbouring floats
+    /// per K step, one stored row apart. Packing A into [K][4] panels first, as
+    /// BLAS does, copied the whole operand once per product, and that copy was
+    /// shared by few column panels where N is small: in the GPT's 64-wide
+    /// products it took about half as long as the arithmetic (part 2, §19).
     static func serial(m: Int, n: Int, k: Int, a: StridedMatrix, b: StridedMatrix,
                        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
         let rowTiles = (m + mr - 1) / mr
         let kcMax = min(kc, k)
-        // Packed panels, 64-byte aligned so every SIMD16 load is a whole cache line.
-        let packedA = UnsafeMutableRawPointer.allocate(byteCount: rowTiles * mr * kcMax * 4, alignment: 64)
-            .bindMemory(to: Float.self, capacity: rowTiles * mr * kcMax)
+        // The packed B panel, 64-byte aligned so every SIMD16 load is a whole cache line.
         let packedB = UnsafeMutableRawPointer.allocate(byteCount: nr * kcMax * 4, alignment: 64)
             .bindMemory(to: Float.self, capacity: nr * kcMax)
-        defer { packedA.deallocate(); packedB.deallocate() }
+        defer { packedB.deallocate() }
 
-        // A stored row-major (A·B and A·Bᵀ: forward passes and input gradients)
-        // is read where it is: the kernel broadcasts one scalar per row and K
-        // step, and a row of A is already contiguous in K, so packing would
-        // only copy it. With few column panels to share the copy (the GPT's
-        // 64-wide products) the copy cost half as much as the arithmetic.
-        // Only a transposed A (Aᵀ·B, weight gradients) is packed.
-        let readsAInPlace = a.colStride == 1
         var p0 = 0
         while p0 < k {
             let kLen = min(kc, k - p0)
             // After the first K slice, C already holds a partial sum: add to it.
             let addToC = accumulate || p0 > 0
-            if !readsAInPlace {
-                for t in 0..<rowTiles {
-                    packA(a, rows: (t * mr)..<min(m, t * mr + mr), depth: p0..<(p0 + kLen),
-                          into: packedA + t * mr * kLen)
-                }
-            }
             var j0 = 0
             while j0 < n {
                 let cols = min(nr, n - j0)
                 packB(b, depth: p0..<(p0 + kLen), cols: j0..<(j0 + cols), into: packedB)
                 for t in 0..<rowTiles {
                     let rows = min(mr, m - t * mr)
-                    let tile: TileRows
-                    if readsAInPlace {
-                        // Rows past M (last tile) repeat the last row: computed, never stored.
-                        let row = { (r: Int) in UnsafePointer(a.base! + min(t * mr + r, m - 1) * a.rowStride + p0) }
-                        tile = TileRows(rows: (row(0), row(1), row(2), row(3)), step: 1)
-                    } else {
-                        let packed = UnsafePointer(packedA + t * mr * kLen)
-                        tile = TileRows(rows: (packed, packed + 1, packed + 2, packed + 3), step: mr)
-                    }
-                    microKernel(kLen: kLen, a: tile, b: packedB,
-                                c: c + t * mr * ldc + j0, ldc: ldc, rows: rows, cols: cols, accumulate: addToC)
+                    // Rows past M (last tile) repeat the last row: computed, never stored.
+                    let row = { (r: Int) in UnsafePointer(a.base! + min(t * mr + r, m - 1) * a.rowStride + p0 * a.colStride) }
+                    microKernel(kLen: kLen, a: TileRows(rows: (row(0), row(1), row(2), row(3)), step: a.colStride),
+                                b: packedB, c: c + t * mr * ldc + j0, ldc: ldc, rows: rows, cols: cols, accumulate: addToC)
                 }
                 j0 += nr
             }
@@ -291,26 +277,11 @@ enum Gemm {
         }
     }
 
-    /// The 4 rows of A a register tile multiplies: A(r, p) = rows.r[p · step].
-    /// Packed ([K][4]): rows packed + r, step 4. In place: each row's own start, step 1.
+    /// The 4 rows of A a register tile multiplies: A(r, p) = rows.r[p · step],
+    /// with step A's column stride (1 for a row-major A, M for a transposed one).
     struct TileRows {
         let rows: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>)
         let step: Int
-    }
-
-    /// Copies A[rows, depth] into `dst` as [depth][mr]: for each k, the mr values
-    /// of one column of the tile, contiguous. Missing rows (the last tile) are 0.
-    @inline(__always)
-    static func packA(_ a: StridedMatrix, rows: Range<Int>, depth: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
-        let src = a.base!
-        var d = dst
-        for p in depth {
-            for r in 0..<mr {
-                let i = rows.lowerBound + r
-                d[r] = i < rows.upperBound ? src[i * a.rowStride + p * a.colStride] : 0
-            }
-            d += mr
-        }
     }
 
     /// Copies B[depth, cols] into `dst` as [depth][nr]: for each k, the nr values
