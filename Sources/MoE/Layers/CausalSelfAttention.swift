@@ -260,12 +260,17 @@ struct Head {
 
     /// S = Q·Kᵀ into s: for each row i only the 16-wide blocks that reach j ≤ i
     /// (the rest would be masked). Sums over the head, in the dot kernel's order.
-    func scores() {
+    func scores() { lowerBlocks(rows: q, transposed: kT) }
+
+    /// s[i, j] = rows[i] · (columns of `transposed`)[j] for the 16-wide blocks of
+    /// j that reach j ≤ i: a product of two [T, hs] matrices, one given as its
+    /// transpose [hs, tPad], summed over hs in the dot kernel's order.
+    func lowerBlocks(rows a: UnsafePointer<Float>, transposed bT: UnsafePointer<Float>) {
         for i in 0..<t {
             var j0 = 0
             while j0 <= i {
-                let row = Head.dotOrder(count: hs, stop: hs, a: q + i * hsPad, aStride: 1, b: kT + j0, ldb: tPad)
-                Head.store(row, count: 16, to: s + i * tPad + j0)
+                let block = Head.dotOrder(count: hs, stop: hs, a: a + i * hsPad, aStride: 1, b: bT + j0, ldb: tPad)
+                Head.store(block, count: 16, to: s + i * tPad + j0)
                 j0 += 16
             }
         }
@@ -295,11 +300,18 @@ struct Head {
     /// O = P·V, written to `out` (T rows, `stride` apart). Row i sums over keys
     /// j ≤ i (P is 0 beyond), in the dot kernel's order over all T keys.
     func attend(_ p: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, stride: Int) {
+        causalProduct(weights: p, weightStride: t, rows: v, into: out, stride: stride)
+    }
+
+    /// out[i] = Σ_{j ≤ i} w[i, j] · rows[j], for i < T: a lower-triangular [T, T]
+    /// matrix times [T, hs] rows, summed over j in the dot kernel's order over
+    /// all T (the terms j > i are 0 and skipped; see `dotOrder`).
+    func causalProduct(weights w: UnsafePointer<Float>, weightStride: Int, rows: UnsafePointer<Float>,
+                       into out: UnsafeMutablePointer<Float>, stride: Int) {
         for i in 0..<t {
             var d0 = 0
             while d0 < hs {
-                let o = Head.dotOrder(count: t, stop: i + 1,   // keys j > i: pᵢⱼ = 0
-                                      a: p + i * t, aStride: 1, b: v + d0, ldb: hsPad)
+                let o = Head.dotOrder(count: t, stop: i + 1, a: w + i * weightStride, aStride: 1, b: rows + d0, ldb: hsPad)
                 Head.store(o, count: min(16, hs - d0), to: out + i * stride + d0)
                 d0 += 16
             }
@@ -316,13 +328,8 @@ struct Head {
     /// dS·s = scale · P ⊙ (dP − rowsum(P ⊙ dP)) for j ≤ i. Entries above the
     /// diagonal are left as they are: dS is 0 there, and nothing reads them.
     func scoreGradient(_ p: UnsafePointer<Float>, scale: Float) {
+        lowerBlocks(rows: dO, transposed: vT)
         for i in 0..<t {
-            var j0 = 0
-            while j0 <= i {
-                let row = Head.dotOrder(count: hs, stop: hs, a: dO + i * hsPad, aStride: 1, b: vT + j0, ldb: tPad)
-                Head.store(row, count: 16, to: s + i * tPad + j0)
-                j0 += 16
-            }
             let row = s + i * tPad, prow = p + i * t
             var dot: Float = 0
             for j in 0...i { dot += prow[j] * row[j] }
@@ -333,15 +340,7 @@ struct Head {
     /// dQ = (dS·s)·K, written to `out`; row i sums over keys j ≤ i in the dot
     /// kernel's order over all T keys, like O = P·V.
     func queryGradient(into out: UnsafeMutablePointer<Float>, stride: Int) {
-        for i in 0..<t {
-            var d0 = 0
-            while d0 < hs {
-                let g = Head.dotOrder(count: t, stop: i + 1,   // keys j > i: pᵢⱼ = 0
-                                      a: s + i * tPad, aStride: 1, b: k + d0, ldb: hsPad)
-                Head.store(g, count: min(16, hs - d0), to: out + i * stride + d0)
-                d0 += 16
-            }
-        }
+        causalProduct(weights: s, weightStride: tPad, rows: k, into: out, stride: stride)
     }
 
     /// dK = (dS·s)ᵀ·Q, written to `out`: row j sums dSᵢⱼ·Qᵢ over queries i ≥ j,
