@@ -34,8 +34,8 @@
 // copies of Q, K, V in the layout that lets every product be written as
 // broadcast-scalar × 16-wide row of the *output*: the result vectors are built
 // in place and never summed across lanes. The mask is used to skip work:
-// score blocks entirely above the diagonal are not computed, and sums over
-// keys stop at the last block holding a key j ≤ i.
+// score blocks entirely above the diagonal are not computed, and the sums
+// over keys of row i stop at key i.
 //
 // The additions happen in the same order as the `matmul` calls that this
 // layer made before (gpt-moe's figures were measured with those), so the
