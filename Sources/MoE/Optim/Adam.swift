@@ -99,7 +99,7 @@ public final class Adam {
                 // within a few hundred steps m falls below 2⁻¹²⁶ into the
                 // subnormal floats, and every x86 instruction that meets one
                 // takes a microcode detour of ~100 cycles. By the end of the
-                // MNIST run 10% of m was subnormal and Adam took 39% of the
+                // MNIST run 9% of m was subnormal and Adam took 39% of the
                 // run. Such an m is flushed to 0: its update lr·m/(√v̂ + ε) is
                 // below 10⁻³² and moves no weight larger than ~10⁻²⁵, so the
                 // trained weights stay the same floats (checked on the MNIST runs

@@ -6,7 +6,7 @@
 //   1. Correct for every shape, including 0- and 1-sized dimensions and sizes
 //      that are not multiples of the tile. `naiveMatmul` (Matmul+Naive.swift)
 //      is the readable reference; the tests compare the two on many shapes.
-//   2. Readable: one micro-kernel, one packing routine per operand, one loop nest.
+//   2. Readable: one micro-kernel, one packing routine (for B), one loop nest.
 //   3. Fast: close to the core's FMA peak on the MNIST MoE's shapes.
 //
 // Legend: C [M, N] = A [M, K] · B [K, N]. Row-major storage throughout.
