@@ -21,6 +21,13 @@ let shapes = [
     Shape(m: 16, k: 256, n: 128, note: "expert up"),
     Shape(m: 16, k: 128, n: 256, note: "expert down"),
     Shape(m: 64, k: 256, n: 10, note: "output layer"),
+    // Their weight gradients, dW = dYᵀ·X (Aᵀ·B in the step): the batch, or an
+    // expert's ~16 tokens, is the inner dimension.
+    Shape(m: 256, k: 64, n: 784, note: "input weight grad"),
+    Shape(m: 8, k: 64, n: 256, note: "router weight grad"),
+    Shape(m: 128, k: 16, n: 256, note: "expert up w. grad"),
+    Shape(m: 256, k: 16, n: 128, note: "expert down w. grad"),
+    Shape(m: 10, k: 64, n: 256, note: "output weight grad"),
     // gpt-moe's baseline: 2,048 tokens (32 windows of 64) of width 64 through
     // the 256-wide MLP (forward, and the input gradient), a weight gradient
     // summed over the tokens, and one of 8 experts with its ~256 tokens.
@@ -44,7 +51,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
     naive triple loop on the MNIST MoE's and the GPT's shapes, for A·B, A·Bᵀ and Aᵀ·B, and prints
     the median GFLOP/s. Build with -c release for the published figures.
       --json          print {"matmul": [{"m", "k", "n", "variant", "threads", "gflops"}, …],
-                             "training_step": [{"model", "threads", "ms_per_step", "gflops", "share_of_peak", …}],
+                             "training_step": [{"model", "threads", "ms_per_step", "adam_ms_per_step", "gflops", "share_of_peak", …}],
                              "routing_share": [{"threads", "share", "share_excluding_gate", "phases_ms", …}]}
       --only SECTION  run only "matmul" or "step" (the training step of the MNIST models,
                       and the share of the MoE step spent routing: RoutingShare.swift)
@@ -145,8 +152,17 @@ func stepSeconds(_ model: Classifier, threads: Int) -> Double {
         adam.step()
     }
 }
+
+/// Median seconds of Adam's update alone, on the same model and threads: the
+/// part of the step that is neither matmul nor routing (part 2, §18).
+func adamSeconds(_ model: Classifier, threads: Int) -> Double {
+    Parallel.threads = threads
+    defer { Parallel.threads = allCores }
+    let adam = Adam(parameters: model.parameters)
+    return medianSeconds(minBatches: 21) { adam.step() }
+}
 struct StepRow {
-    let model: String, threads: Int, ms: Double
+    let model: String, threads: Int, ms: Double, adamMs: Double
     let flops: Double, peak: Double   // the step's matmul operations; the FMA peak on these threads (Peak.swift)
     var gflops: Double { flops / (ms / 1e3) / 1e9 }
     var ofPeak: Double { gflops / peak }
@@ -157,6 +173,7 @@ for threads in only == "matmul" ? [] : Set([1, allCores]).sorted() {
     let peak = fmaPeakGFLOPS(threads: threads)
     for model in [MoEClassifier(rng: &rng), DenseClassifier(rng: &rng)] as [Classifier] {
         stepRows.append(StepRow(model: model.name, threads: threads, ms: 1e3 * stepSeconds(model, threads: threads),
+                                adamMs: 1e3 * adamSeconds(model, threads: threads),
                                 flops: trainingStepFLOPs(model, batch: 64), peak: peak))
     }
 }
@@ -173,6 +190,7 @@ if json {
     }
     let steps = stepRows.map { r -> [String: Any] in
         ["model": r.model, "threads": r.threads, "ms_per_step": (r.ms * 1000).rounded() / 1000,
+         "adam_ms_per_step": (r.adamMs * 1000).rounded() / 1000,
          "mflop_per_step": (r.flops / 1e4).rounded() / 100, "gflops": (r.gflops * 100).rounded() / 100,
          "fma_peak_gflops": (r.peak * 10).rounded() / 10, "share_of_peak": (r.ofPeak * 1e4).rounded() / 1e4,
          "estimated_train_seconds_30_epochs": (r.ms * stepsPerRun / 10).rounded() / 100]
@@ -210,10 +228,11 @@ if json {
     if only != "matmul" {
         print("\ntraining step, batch 64 (forward + backward + Adam), median; % of the FMA peak measured")
         print("on the same threads (Peak.swift); 30 epochs = 79 × 30 steps of 5,000 images")
-        print("  model  threads   ms/step  MFLOP  GFLOP/s  peak GFLOP/s  of peak  30 epochs")
+        print("  model  threads   ms/step  of which Adam  MFLOP  GFLOP/s  peak GFLOP/s  of peak  30 epochs")
         for r in stepRows {
-            print(String(format: "  %-5@  %7d  %8.3f  %5.1f  %7.1f  %12.1f  %6.1f%%  %7.2f s",
-                         r.model, r.threads, r.ms, r.flops / 1e6, r.gflops, r.peak, 100 * r.ofPeak, r.ms * stepsPerRun / 1000))
+            let name = r.model.padding(toLength: 5, withPad: " ", startingAt: 0)
+            print("  " + name + String(format: "  %7d  %8.3f  %13.3f  %5.1f  %7.1f  %12.1f  %6.1f%%  %7.2f s",
+                         r.threads, r.ms, r.adamMs, r.flops / 1e6, r.gflops, r.peak, 100 * r.ofPeak, r.ms * stepsPerRun / 1000))
         }
         print("\nshare of the MoE training step spent routing (gate, router, dispatch, combine; RoutingShare.swift),")
         print("median of 200 steps, ms per phase")

@@ -4,7 +4,7 @@
 //   * the threaded matmul's row strips (every other threaded test split by columns
 //     or stayed under the threshold);
 //   * Adam's per-thread chunking of a large parameter (no test parameter reached
-//     2²¹ weights);
+//     Adam.parallelThreshold weights), and its plan for many parameters;
 //   * the data order of epoch 1 (tests compared runs with each other only);
 //   * capacity ⌈·⌉ versus ⌊·⌋ (every test product was an integer);
 //   * where ε goes in Adam (a hand-computed step with a gradient too large for ε to matter).
@@ -66,7 +66,7 @@ final class BlindSpotTests: XCTestCase {
 
     // MARK: Adam's threads
 
-    /// One parameter of 2²¹ + 3 weights (above the threshold where Adam uses
+    /// One parameter of 2¹⁸ + 3 weights (above the threshold where Adam uses
     /// threads, and odd, so no thread count divides it): 1, 2 and 3 threads give
     /// bit-identical weights and moments, and every weight moved (a remainder
     /// dropped by the chunking would stay put).
@@ -93,6 +93,55 @@ final class BlindSpotTests: XCTestCase {
         }
         XCTAssertTrue(results[1] == results[0], "2 threads differ from 1")
         XCTAssertTrue(results[2] == results[0], "3 threads differ from 1")
+    }
+
+    /// Adam's plan for a model's many parameters: every weight of every
+    /// parameter is in exactly one thread's share, for 1 to 4 threads, with an
+    /// empty parameter, small ones and large ones split between threads; and
+    /// updating by the plan gives the same floats for 1, 2 and 3 threads.
+    func testAdamPlanCoversEveryWeightOnce() {
+        let sizes = [Adam.largeTensor * 3 + 1, 0, 7, 1, Adam.largeTensor - 1, Adam.largeTensor, 300, 300, 5]
+        for threads in 1...4 {
+            let plan = Adam.plan(sizes: sizes, threads: threads)
+            XCTAssertEqual(plan.count, threads)
+            var seen = sizes.map { [Int](repeating: 0, count: $0) }
+            for share in plan { for piece in share { for i in piece.range { seen[piece.parameter][i] += 1 } } }
+            for (p, counts) in seen.enumerated() {
+                XCTAssertTrue(counts.allSatisfy { $0 == 1 }, "\(threads) threads: parameter \(p) not covered exactly once")
+            }
+        }
+        var rng = Xoshiro256(seed: 12)
+        let starts = sizes.map { Tensor.uniform([$0], low: -1, high: 1, rng: &rng) }
+        let gradients = sizes.map { Tensor.uniform([$0], low: 0.5, high: 1.5, rng: &rng) }
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        var results: [[UInt32]] = []
+        for threads in [1, 2, 3] {
+            Parallel.threads = threads
+            let parameters = starts.map { Parameter($0) }
+            let adam = Adam(parameters: parameters, learningRate: 1e-3)
+            for _ in 0..<2 {
+                for (p, g) in zip(parameters, gradients) { p.grad = g }
+                adam.step()
+            }
+            results.append(parameters.flatMap { $0.value.data.map(\.bitPattern) })
+        }
+        XCTAssertEqual(results[1], results[0], "2 threads differ from 1")
+        XCTAssertEqual(results[2], results[0], "3 threads differ from 1")
+    }
+
+    /// `Parallel.forEach(costs:)` runs every index exactly once, whatever the
+    /// costs (zeros, ties, one huge) and threads.
+    func testForEachWithCostsRunsEveryIndexOnce() {
+        for costs in [[], [5], [0, 0, 0], [16, 3, 30, 16, 0, 9, 12, 20], [1000, 1, 1, 1, 1]] {
+            for threads in 1...3 {
+                var runs = [Int](repeating: 0, count: costs.count)
+                runs.withUnsafeMutableBufferPointer { counts in
+                    Parallel.forEach(costs: costs, threads: threads) { i in counts[i] += 1 }
+                }
+                XCTAssertEqual(runs, costs.map { _ in 1 }, "costs \(costs), \(threads) threads")
+            }
+        }
     }
 
     // MARK: The data order

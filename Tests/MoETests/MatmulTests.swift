@@ -78,6 +78,35 @@ final class MatmulTests: XCTestCase {
         }
     }
 
+    /// For M ≤ 64 the packed kernel reads a row-major B in place (full 32-column
+    /// panels) and copies the rest: a transposed B, the last partial panel, and
+    /// every panel of a product with more rows. Each copy feeds the micro-kernel
+    /// the same values in the same order, so the floats must agree bit for bit:
+    /// B row-major against B stored transposed (gathered), and a 64-row product
+    /// against the first 64 rows of a 68-row one (packed).
+    func testRowMajorBReadInPlaceGivesThePackedFloats() {
+        var rng = Xoshiro256(seed: 6)
+        for (m, k, n) in [(16, 256, 128), (64, 784, 256), (9, 300, 70), (2, 17, 32)] {
+            let aT = Tensor.uniform([k, m + 4], low: -1, high: 1, rng: &rng)   // Aᵀ stored, 4 rows spare
+            let b = Tensor.uniform([k, n], low: -1, high: 1, rng: &rng)
+            var bT = Tensor.zeros([n, k])
+            for p in 0..<k { for j in 0..<n { bT.data[j * k + p] = b.data[p * n + j] } }
+            var aTm = Tensor.zeros([k, m])   // the first m columns of aT: A has m rows
+            for p in 0..<k { for i in 0..<m { aTm.data[p * m + i] = aT.data[p * (m + 4) + i] } }
+            let inPlace = matmul(aTm, b, transposeA: true, threads: 1)
+            XCTAssertEqual(inPlace, matmul(aTm, bT, transposeA: true, transposeB: true, threads: 1), "\(m)×\(k)×\(n)")
+            if m + 4 > 64 {
+                let taller = matmul(aT, b, transposeA: true, threads: 1)   // [m + 4, n], every panel packed
+                XCTAssertEqual(Array(taller.data[0..<(m * n)]), inPlace.data, "\(m)×\(k)×\(n) against \(m + 4) rows")
+            }
+            let start = Tensor.uniform([m, n], low: -1, high: 1, rng: &rng)
+            var accumulated = start, gathered = start
+            matmulAccumulate(into: &accumulated, aTm, b, transposeA: true, threads: 1)
+            matmulAccumulate(into: &gathered, aTm, bT, transposeA: true, transposeB: true, threads: 1)
+            XCTAssertEqual(accumulated, gathered, "\(m)×\(k)×\(n), accumulating")
+        }
+    }
+
     func testAccumulateAddsToExistingValues() {
         var rng = Xoshiro256(seed: 4)
         for (m, k, n) in [(5, 300, 40), (64, 64, 64), (1, 1, 1)] {

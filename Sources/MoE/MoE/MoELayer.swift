@@ -11,7 +11,7 @@
 // Grouping by expert is the whole trick: a token-by-token loop would do N·k
 // tiny matrix-vector products; grouping does E matrix-matrix products, which
 // the tiled matmul runs near peak. Experts are independent, so they run in
-// parallel, one thread each. Notebooks/part2-implementation.md, §5 and §16.
+// parallel, each thread taking experts of similar total rows. Notebooks/part2-implementation.md, §5 and §16.
 //
 // Around that core, the pieces a student swaps (issue "routing"): any `Router`
 // (TopKGating is the default), any list of `LoadBalancing` methods (the Switch
@@ -223,7 +223,7 @@ public final class MoELayer: Layer {
         let routed = experts.count
         var outputs = [Tensor](repeating: .zeros([0, d]), count: routed + sharedExperts.count)
         outputs.withUnsafeMutableBufferPointer { out in
-            Parallel.forEach(routed + sharedExperts.count) { e in
+            Parallel.forEach(costs: expertCosts(tokens: n)) { e in
                 if e >= routed { out[e] = sharedExperts[e - routed].forward(x); return }
                 let rows = groups[e]
                 guard !rows.isEmpty else { return }   // an idle expert costs nothing
@@ -265,7 +265,7 @@ public final class MoELayer: Layer {
         // in parallel across experts.
         var inputGradients = [Tensor](repeating: .zeros([0, d]), count: routed + sharedExperts.count)
         inputGradients.withUnsafeMutableBufferPointer { out in
-            Parallel.forEach(routed + sharedExperts.count) { e in
+            Parallel.forEach(costs: expertCosts(tokens: n)) { e in
                 if e >= routed { out[e] = sharedExperts[e - routed].backward(dy); return }
                 let rows = groups[e]
                 guard !rows.isEmpty else { return }
@@ -306,6 +306,13 @@ public final class MoELayer: Layer {
         }
         for s in sharedExperts.indices { dx += inputGradients[routed + s] }
         return dx
+    }
+
+    /// Work per iteration of the experts' parallel loop: each routed expert's
+    /// rows, then the shared experts' (every token). Threads get shares of
+    /// similar total; which thread runs an expert changes no result.
+    private func expertCosts(tokens: Int) -> [Int] {
+        groups.map(\.count) + sharedExperts.map { _ in tokens }
     }
 
     /// After an optimiser step: balancing methods that adjust themselves

@@ -44,13 +44,13 @@ public final class Adam {
 
     /// One update of every parameter from its current gradient.
     ///
-    /// Adam reads and writes four floats per weight and does little arithmetic,
-    /// so it runs at memory speed. From `parallelThreshold` weights on it is
-    /// spread over the threads (the MNIST models stay below it). Large tensors
-    /// (the 784×256 input weight) are cut into equal ranges, one per thread;
-    /// the many small ones are shared out whole, largest first to the least
-    /// loaded thread. Every weight's update is the same arithmetic whichever
-    /// thread does it, so results do not depend on the thread count.
+    /// Adam reads and writes four floats per weight and does two divisions and
+    /// a square root for each, which the core's divider does one vector at a
+    /// time: the MNIST MoE's 733k weights take one core about 0.5 ms. From
+    /// `parallelThreshold` weights on the update is spread over the threads in
+    /// one parallel region (`plan`). Every weight's update is the same
+    /// arithmetic whichever thread does it, so results do not depend on the
+    /// thread count.
     public func step() {
         stepCount += 1
         let t = Float(stepCount)
@@ -59,31 +59,86 @@ public final class Adam {
                         correction2Root: (1 - pow(beta2, t)).squareRoot())
         let total = parameters.reduce(0) { $0 + $1.value.count }
         let threads = total >= Adam.parallelThreshold ? max(1, Parallel.threads) : 1
-        let large = parameters.indices.filter { parameters[$0].value.count >= Adam.largeTensor }
-        let small = parameters.indices.filter { parameters[$0].value.count < Adam.largeTensor }
-        for index in large {
-            withStorage(index) { theta, m, v, g, count in
-                Parallel.forEach(threads, threads: threads) { part in
-                    rule.apply(theta, m, v, g, (count * part / threads)..<(count * (part + 1) / threads))
+        if plan.count != threads { plan = Adam.plan(sizes: parameters.map(\.value.count), threads: threads) }
+        let plan = self.plan
+        // Every tensor's storage is opened once, on this thread, before the
+        // region: opening a tensor for writing may copy it (copy-on-write, when
+        // its array is shared), and two threads opening the same tensor (a
+        // large one, split) would each copy it at once.
+        withEveryStorage { storage in
+            Parallel.forEach(threads, threads: threads) { thread in
+                for piece in plan[thread] {
+                    guard let s = storage[piece.parameter] else { continue }
+                    rule.apply(s.theta, s.m, s.v, s.g, piece.range)
                 }
-            }
-        }
-        let shares = Adam.balance(small.map { parameters[$0].value.count }, into: threads)
-        Parallel.forEach(shares.count, threads: threads) { thread in
-            for s in shares[thread] {
-                withStorage(small[s]) { theta, m, v, g, count in rule.apply(theta, m, v, g, 0..<count) }
             }
         }
     }
 
+    /// θ, m, v and g of one parameter, open for the duration of a step.
+    private struct Storage {
+        let theta: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
+        let v: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>
+    }
+
+    /// Runs `body` with the storage of every parameter (nil for an empty one),
+    /// by opening them one inside the other: a pointer into an array is valid
+    /// only inside the closure that lent it, so all of them must be open at
+    /// once for one parallel region to use them. The nesting is as deep as
+    /// there are parameters (tens), each level a small stack frame.
+    private func withEveryStorage(_ body: ([Storage?]) -> Void) {
+        var open: [Storage?] = []
+        open.reserveCapacity(parameters.count)
+        func descend(_ index: Int) {
+            if index == parameters.count { body(open); return }
+            if parameters[index].value.count == 0 {
+                open.append(nil)
+                descend(index + 1)
+                return
+            }
+            withStorage(index) { theta, m, v, g, _ in
+                open.append(Storage(theta: theta, m: m, v: v, g: g))
+                descend(index + 1)
+            }
+        }
+        descend(0)
+    }
+
     /// Below this many weights, one thread updates them all: a second thread
-    /// starts some 60 µs late on the 2-core machine this was measured on (a
-    /// woken core), and the MNIST MoE's 733k weights take one core about 0.22 ms
-    /// — moe-bench's step was as fast or faster with Adam on one thread.
-    static let parallelThreshold = 1 << 21
+    /// starts some 0.06–0.1 ms late on the 2-vCPU machines this was measured
+    /// on, more than half of a small model's update. Both MNIST models are above
+    /// it: moe-bench's MoE step (733k weights) on two threads took 1.75–2.01 ms
+    /// with Adam on one thread and 1.53–1.54 ms with it split, the dense step
+    /// (269k) 0.93–0.95 ms either way (two interleaved runs, 2026-12-02).
+    static let parallelThreshold = 1 << 18
 
     /// Tensors at least this large are split between threads (64k floats = 256 KiB).
     static let largeTensor = 1 << 16
+
+    /// Which weights each thread updates: a list of (parameter, range) per thread.
+    /// Large tensors (the 784×256 input weight) are cut into equal ranges, one
+    /// per thread; the many small ones are shared out whole, largest first, to
+    /// the least loaded thread.
+    private var plan: [[(parameter: Int, range: Range<Int>)]] = []
+
+    static func plan(sizes: [Int], threads: Int) -> [[(parameter: Int, range: Range<Int>)]] {
+        var plan = [[(parameter: Int, range: Range<Int>)]](repeating: [], count: threads)
+        var load = [Int](repeating: 0, count: threads)
+        for (index, count) in sizes.enumerated() where count >= largeTensor {
+            for part in 0..<threads {
+                let range = (count * part / threads)..<(count * (part + 1) / threads)
+                plan[part].append((index, range))
+                load[part] += range.count
+            }
+        }
+        let small = sizes.indices.filter { sizes[$0] < largeTensor && sizes[$0] > 0 }
+        for index in small.sorted(by: { sizes[$0] > sizes[$1] }) {
+            let thread = load.indices.min { load[$0] < load[$1] }!
+            plan[thread].append((index, 0..<sizes[index]))
+            load[thread] += sizes[index]
+        }
+        return plan
+    }
 
     /// The update of one weight, with this step's constants.
     struct Rule {
@@ -132,18 +187,6 @@ public final class Adam {
                 }
             }
         }
-    }
-
-    /// Greedy balancing: sizes in decreasing order, each to the least loaded bin.
-    static func balance(_ sizes: [Int], into bins: Int) -> [[Int]] {
-        var result = [[Int]](repeating: [], count: max(bins, 1))
-        var load = [Int](repeating: 0, count: result.count)
-        for i in sizes.indices.sorted(by: { sizes[$0] > sizes[$1] }) {
-            let bin = load.indices.min { load[$0] < load[$1] }!
-            result[bin].append(i)
-            load[bin] += sizes[i]
-        }
-        return result
     }
 
     /// Restores the optimiser's state (for resuming a run from a checkpoint).

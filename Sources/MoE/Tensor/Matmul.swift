@@ -32,6 +32,9 @@
 //     re-read by every row tile; partial panels are zero-padded so the kernel
 //     never branches on the edge (only the final store does). A is not packed:
 //     the kernel reads one scalar of each of its four rows per K step, in place.
+//     Nor is a row-major B when few row tiles share its panel (M ≤ 64: an
+//     expert's tokens, a batch): its rows are already [K][32] a stride apart,
+//     and the copy would cost more than the prefetcher's longer stride.
 //   * K blocking. K is cut into slices of `kc` = 256 so that a packed B panel
 //     (256 × 32 floats = 32 KiB) and a row tile's slice of A (4 KiB) stay in the L1/L2 caches
 //     while they are re-read. C accumulates across the slices.
@@ -134,6 +137,15 @@ enum Gemm {
     /// faster on 2 threads, 512³ 1.7× faster, and a whole dense training step
     /// slower when its 4-MFLOP products were split too.
     static let parallelThreshold = 1 << 24
+    /// Up to this many row tiles (M ≤ 64), a row-major B panel is read in place
+    /// instead of packed. Packing costs a copy of the panel and pays back only
+    /// when many row tiles re-read it: an expert's input gradients (16 × 256 × 128,
+    /// 16 × 128 × 256) went from 70 and 83 to 107–109 GFLOP/s read in place
+    /// (moe-bench, one thread). With
+    /// many row tiles the copy wins again: a panel read in place is 256 rows a
+    /// power-of-two stride apart, which crowd a few sets of the L1 cache, and
+    /// 512³ Aᵀ·B fell from 107 to 84 GFLOP/s read in place.
+    static let inPlaceRowTiles = 16
 
     /// How `multiply` shared a product between threads.
     enum Split: Equatable {
@@ -263,13 +275,27 @@ enum Gemm {
             var j0 = 0
             while j0 < n {
                 let cols = min(nr, n - j0)
-                packB(b, depth: p0..<(p0 + kLen), cols: j0..<(j0 + cols), into: packedB)
+                // A row-major B already holds each K step's 32 columns side by
+                // side: with few row tiles to share a copy, the kernel reads a
+                // full panel where it is, one row of B apart per step. A
+                // transposed B (gathered), a partial panel (zero-padded past N)
+                // and a panel many row tiles re-read are copied.
+                let panel: UnsafePointer<Float>, panelStride: Int
+                if b.colStride == 1 && cols == nr && rowTiles <= inPlaceRowTiles {
+                    panel = b.base! + p0 * b.rowStride + j0
+                    panelStride = b.rowStride
+                } else {
+                    packB(b, depth: p0..<(p0 + kLen), cols: j0..<(j0 + cols), into: packedB)
+                    panel = UnsafePointer(packedB)
+                    panelStride = nr
+                }
                 for t in 0..<rowTiles {
                     let rows = min(mr, m - t * mr)
                     // Rows past M (last tile) repeat the last row: computed, never stored.
                     let row = { (r: Int) in UnsafePointer(a.base! + min(t * mr + r, m - 1) * a.rowStride + p0 * a.colStride) }
                     microKernel(kLen: kLen, a: TileRows(rows: (row(0), row(1), row(2), row(3)), step: a.colStride),
-                                b: packedB, c: c + t * mr * ldc + j0, ldc: ldc, rows: rows, cols: cols, accumulate: addToC)
+                                b: panel, bStride: panelStride, c: c + t * mr * ldc + j0, ldc: ldc,
+                                rows: rows, cols: cols, accumulate: addToC)
                 }
                 j0 += nr
             }
@@ -315,20 +341,22 @@ enum Gemm {
         }
     }
 
-    /// The register tile: C[4, 32] (+)= A[4, kLen] · Bpacked[kLen][32], A packed or in place.
+    /// The register tile: C[4, 32] (+)= A[4, kLen] · B[kLen][32], B's rows `bStride` floats apart
+    /// (32 in a packed panel, N for a row-major B read in place).
     /// Eight SIMD16 accumulators (4 rows × 2 vectors) live in registers for the
     /// whole loop; each K step is 2 vector loads, 4 broadcasts and 8 FMAs.
     @inline(__always)
-    static func microKernel(kLen: Int, a: TileRows, b: UnsafeMutablePointer<Float>,
+    static func microKernel(kLen: Int, a: TileRows, b: UnsafePointer<Float>, bStride: Int,
                             c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, cols: Int, accumulate: Bool) {
         typealias V = SIMD16<Float>
         var c00 = V(), c01 = V(), c10 = V(), c11 = V()
         var c20 = V(), c21 = V(), c30 = V(), c31 = V()
-        let bv = UnsafeRawPointer(b)
+        let bv = UnsafeRawPointer(b), bBytes = bStride * 4
         let (r0, r1, r2, r3) = a.rows, step = a.step
         for p in 0..<kLen {
-            let b0 = bv.load(fromByteOffset: p * 128, as: V.self)
-            let b1 = bv.load(fromByteOffset: p * 128 + 64, as: V.self)
+            // Unaligned loads: a panel read in place starts wherever its row does.
+            let b0 = bv.loadUnaligned(fromByteOffset: p * bBytes, as: V.self)
+            let b1 = bv.loadUnaligned(fromByteOffset: p * bBytes + 64, as: V.self)
             let a0 = V(repeating: r0[p * step]), a1 = V(repeating: r1[p * step])
             let a2 = V(repeating: r2[p * step]), a3 = V(repeating: r3[p * step])
             c00.addProduct(a0, b0); c01.addProduct(a0, b1)

@@ -50,4 +50,24 @@ public enum Parallel {
             while i < count { body(i); i += workers }
         }
     }
+
+    /// Runs `body(i)` for every i in `costs.indices`, like `forEach`, but hands
+    /// each thread a share of similar total cost: the costliest first, each to
+    /// the thread with least work so far. The MoE layer's experts have as many
+    /// rows as the router sent them, 5 or 30 in one batch; dealt in turn, one
+    /// thread could get most of the rows and the other wait for it.
+    public static func forEach(costs: [Int], threads: Int = Parallel.threads, _ body: (Int) -> Void) {
+        let workers = min(costs.count, threads)
+        if workers <= 1 { for i in costs.indices { body(i) }; return }
+        var shares = [[Int]](repeating: [], count: workers)
+        var load = [Int](repeating: 0, count: workers)
+        for i in costs.indices.sorted(by: { costs[$0] > costs[$1] || (costs[$0] == costs[$1] && $0 < $1) }) {
+            let w = load.indices.min { load[$0] < load[$1] }!
+            shares[w].append(i)
+            load[w] += costs[i]
+        }
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            for i in shares[w] { body(i) }
+        }
+    }
 }
