@@ -54,10 +54,20 @@ import Foundation
 /// - Complexity: 2·M·N·K floating-point operations.
 public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false,
                    threads: Int = Parallel.threads) -> Tensor {
-    let (m, _, n) = matmulShape(a, b, transposeA: transposeA, transposeB: transposeB)
-    var c = Tensor.zeros([m, n])
-    multiply(into: &c, a, b, transposeA: transposeA, transposeB: transposeB, accumulate: false, threads: threads)
-    return c
+    let (m, k, n) = matmulShape(a, b, transposeA: transposeA, transposeB: transposeB)
+    // Every path of `Gemm.multiply` writes each element of C when not
+    // accumulating (an empty sum, K = 0, writes zeros), so C is not zeroed first:
+    // zeroing the GPT's 2,048 × 256 outputs was 2.5% of its training step.
+    return Tensor(shape: [m, n]) { c in
+        a.data.withUnsafeBufferPointer { ap in
+            b.data.withUnsafeBufferPointer { bp in
+                Gemm.multiply(m: m, n: n, k: k,
+                              a: StridedMatrix(ap.baseAddress, rows: m, cols: k, transposed: transposeA),
+                              b: StridedMatrix(bp.baseAddress, rows: k, cols: n, transposed: transposeB),
+                              c: c, ldc: n, accumulate: false, threads: threads)
+            }
+        }
+    }
 }
 
 /// `c += op(a) · op(b)`: the same product, added into an existing tensor.
