@@ -77,6 +77,51 @@ final class GPTTrainingTests: XCTestCase {
         XCTAssertEqual(losses[0].count, 6 * 2 + 3)
     }
 
+    /// `--threads` changes who computes, not what: 1, 2 and 3 threads give the
+    /// same losses and the same weights, bit for bit. The model is gpt-moe's
+    /// size in width (64, 4 heads, MLP and experts 256 wide, 8 experts top-1)
+    /// with 32 windows of 64 tokens per step, so every kind of split runs: the
+    /// MLP products (2,048 × 64 × 256) above the matmul's threshold, attention's
+    /// 128 (sequence, head) pairs, the experts shared out by rows, and Adam's
+    /// 2¹⁸-weight threshold (the model has 370k weights).
+    func testThreadCountsGiveBitIdenticalTraining() {
+        let text = SyntheticText.generate(characters: 40_000, seed: 5)
+        let (trainText, validationText) = TextCorpus.split(text, validationFraction: 0.1)
+        let tokenizer = CharTokenizer(training: trainText)
+        let split = TokenSplit(tokens: tokenizer.encode(trainText) + tokenizer.encode(validationText),
+                               cut: tokenizer.encode(trainText).count, context: 64, stride: 64)
+        var config = GPTConfig()
+        config.vocabularySize = tokenizer.vocabularySize; config.contextLength = 64
+        config.layers = 2; config.width = 64; config.heads = 4; config.hidden = 256
+        config.moeLayers = [1]; config.experts = 8; config.routing.k = 1; config.routing.auxWeight = 0.01
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        var runs: [(losses: [Double], weights: [[UInt32]])] = []
+        for threads in [1, 2, 3] {
+            Parallel.threads = threads
+            var rng = Xoshiro256(seed: 11)
+            let model = GPT(config: config, rng: &rng)
+            var training = LanguageModelTrainingConfig()
+            training.batchSize = 32; training.learningRate = 3e-3; training.steps = 3; training.epochs = 1000
+            training.evalInterval = 3; training.evalWindows = 8; training.seed = 3
+            let trainer = LanguageModelTrainer(model: model, train: split.train, validation: split.validation,
+                                               config: training)
+            var losses: [Double] = []
+            _ = trainer.run(onStep: { _, _, loss, aux, _ in losses += [loss, aux] },
+                            onEvaluation: { record, _ in losses.append(record.validationLoss) })
+            runs.append((losses, model.namedParameters.map { $0.parameter.value.data.map(\.bitPattern) }))
+            if threads == 1 {
+                XCTAssertGreaterThan(model.namedParameters.reduce(0) { $0 + $1.parameter.value.count }, 1 << 18,
+                                     "the model must be large enough for Adam to split")
+            }
+        }
+        for (i, threads) in [2, 3].enumerated() {
+            XCTAssertEqual(runs[i + 1].losses, runs[0].losses, "\(threads) threads: other losses than 1 thread")
+            XCTAssertTrue(runs[i + 1].weights == runs[0].weights, "\(threads) threads: other weights than 1 thread")
+        }
+        XCTAssertEqual(runs[0].losses.count, 3 * 2 + 2)
+    }
+
     /// With a learning rate of 0 nothing changes, so no evaluation after the first
     /// can be better: patience 2 stops the run after the second evaluation that did not improve.
     func testEarlyStopping() {
