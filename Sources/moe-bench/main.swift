@@ -227,7 +227,7 @@ if json {
     }
     if only != "matmul" {
         print("\ntraining step, batch 64 (forward + backward + Adam), median; % of the FMA peak measured")
-        print("on the same threads (Peak.swift); 30 epochs = 79 × 30 steps of 5,000 images")
+        print("on the same threads (Peak.swift); Adam's update timed alone; 30 epochs = 79 × 30 steps of 5,000 images")
         print("  model  threads   ms/step  of which Adam  MFLOP  GFLOP/s  peak GFLOP/s  of peak  30 epochs")
         for r in stepRows {
             let name = r.model.padding(toLength: 5, withPad: " ", startingAt: 0)

@@ -102,7 +102,7 @@ final class BlindSpotTests: XCTestCase {
     func testAdamPlanCoversEveryWeightOnce() {
         let sizes = [Adam.largeTensor * 3 + 1, 0, 7, 1, Adam.largeTensor - 1, Adam.largeTensor, 300, 300, 5]
         for threads in 1...4 {
-            let plan = Adam.plan(sizes: sizes, threads: threads)
+            let plan = Adam.makePlan(sizes: sizes, threads: threads)
             XCTAssertEqual(plan.count, threads)
             var seen = sizes.map { [Int](repeating: 0, count: $0) }
             for share in plan { for piece in share { for i in piece.range { seen[piece.parameter][i] += 1 } } }

@@ -83,7 +83,7 @@ final class GPTTrainingTests: XCTestCase {
     /// with 32 windows of 64 tokens per step, so every kind of split runs: the
     /// MLP products (2,048 × 64 × 256) above the matmul's threshold, attention's
     /// 128 (sequence, head) pairs, the experts shared out by rows, and Adam's
-    /// 2¹⁸-weight threshold (the model has 370k weights).
+    /// 2¹⁸-weight threshold (the model has 338,056 weights).
     func testThreadCountsGiveBitIdenticalTraining() {
         let text = SyntheticText.generate(characters: 40_000, seed: 5)
         let (trainText, validationText) = TextCorpus.split(text, validationFraction: 0.1)

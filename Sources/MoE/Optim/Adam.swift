@@ -44,9 +44,9 @@ public final class Adam {
 
     /// One update of every parameter from its current gradient.
     ///
-    /// Adam reads and writes four floats per weight and does two divisions and
-    /// a square root for each, which the core's divider does one vector at a
-    /// time: the MNIST MoE's 733k weights take one core about 0.5 ms. From
+    /// Adam reads four floats per weight, writes three, and does two divisions
+    /// and a square root for each, which the core's divider does one vector at
+    /// a time: the MNIST MoE's 733k weights take one core about 0.5 ms. From
     /// `parallelThreshold` weights on the update is spread over the threads in
     /// one parallel region (`plan`). Every weight's update is the same
     /// arithmetic whichever thread does it, so results do not depend on the
@@ -59,7 +59,7 @@ public final class Adam {
                         correction2Root: (1 - pow(beta2, t)).squareRoot())
         let total = parameters.reduce(0) { $0 + $1.value.count }
         let threads = total >= Adam.parallelThreshold ? max(1, Parallel.threads) : 1
-        if plan.count != threads { plan = Adam.plan(sizes: parameters.map(\.value.count), threads: threads) }
+        if plan.count != threads { plan = Adam.makePlan(sizes: parameters.map(\.value.count), threads: threads) }
         let plan = self.plan
         // Every tensor's storage is opened once, on this thread, before the
         // region: opening a tensor for writing may copy it (copy-on-write, when
@@ -85,7 +85,8 @@ public final class Adam {
     /// by opening them one inside the other: a pointer into an array is valid
     /// only inside the closure that lent it, so all of them must be open at
     /// once for one parallel region to use them. The nesting is as deep as
-    /// there are parameters (tens), each level a small stack frame.
+    /// there are parameter tensors (38 for the MNIST MoE, about a hundred for
+    /// gpt-moe's GPT), each level a small stack frame.
     private func withEveryStorage(_ body: ([Storage?]) -> Void) {
         var open: [Storage?] = []
         open.reserveCapacity(parameters.count)
@@ -107,9 +108,10 @@ public final class Adam {
     /// Below this many weights, one thread updates them all: a second thread
     /// starts some 0.06–0.1 ms late on the 2-vCPU machines this was measured
     /// on, more than half of a small model's update. Both MNIST models are above
-    /// it: moe-bench's MoE step (733k weights) on two threads took 1.75–2.01 ms
-    /// with Adam on one thread and 1.53–1.54 ms with it split, the dense step
-    /// (269k) 0.93–0.95 ms either way (two interleaved runs, 2026-12-02).
+    /// it: moe-bench's MoE step (733k weights) on two threads took 2.01, 3.76
+    /// and 1.75 ms with Adam on one thread and 1.54, 3.13 and 1.53 ms with it
+    /// split, the dense step (269k) the same either way (three interleaved runs,
+    /// 2026-12-02; the second shared the machine with other work).
     static let parallelThreshold = 1 << 18
 
     /// Tensors at least this large are split between threads (64k floats = 256 KiB).
@@ -121,7 +123,7 @@ public final class Adam {
     /// the least loaded thread.
     private var plan: [[(parameter: Int, range: Range<Int>)]] = []
 
-    static func plan(sizes: [Int], threads: Int) -> [[(parameter: Int, range: Range<Int>)]] {
+    static func makePlan(sizes: [Int], threads: Int) -> [[(parameter: Int, range: Range<Int>)]] {
         var plan = [[(parameter: Int, range: Range<Int>)]](repeating: [], count: threads)
         var load = [Int](repeating: 0, count: threads)
         for (index, count) in sizes.enumerated() where count >= largeTensor {

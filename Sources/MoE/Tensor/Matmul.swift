@@ -33,8 +33,9 @@
 //     never branches on the edge (only the final store does). A is not packed:
 //     the kernel reads one scalar of each of its four rows per K step, in place.
 //     Nor is a row-major B when few row tiles share its panel (M ≤ 64: an
-//     expert's tokens, a batch): its rows are already [K][32] a stride apart,
-//     and the copy would cost more than the prefetcher's longer stride.
+//     expert's tokens, a batch): its rows already hold each K step's 32
+//     values side by side, one row of B apart, and a copy re-read only a few
+//     times costs more than it saves (`inPlaceRowTiles`).
 //   * K blocking. K is cut into slices of `kc` = 256 so that a packed B panel
 //     (256 × 32 floats = 32 KiB) and a row tile's slice of A (4 KiB) stay in the L1/L2 caches
 //     while they are re-read. C accumulates across the slices.
@@ -151,10 +152,10 @@ enum Gemm {
     /// instead of packed. Packing costs a copy of the panel and pays back only
     /// when many row tiles re-read it: an expert's input gradients (16 × 256 × 128,
     /// 16 × 128 × 256) went from 70 and 83 to 107–109 GFLOP/s read in place
-    /// (moe-bench, one thread). With
-    /// many row tiles the copy wins again: a panel read in place is 256 rows a
-    /// power-of-two stride apart, which crowd a few sets of the L1 cache, and
-    /// 512³ Aᵀ·B fell from 107 to 84 GFLOP/s read in place.
+    /// (moe-bench, one thread). With many row tiles the copy wins again: a
+    /// panel read in place is 256 rows a power-of-two stride apart, which crowd
+    /// a few sets of the L1 cache, and 512³ Aᵀ·B fell from 107 to 84 GFLOP/s
+    /// read in place.
     static let inPlaceRowTiles = 16
 
     /// How `multiply` shared a product between threads.

@@ -55,7 +55,9 @@ public enum Parallel {
     /// each thread a share of similar total cost: the costliest first, each to
     /// the thread with least work so far. The MoE layer's experts have as many
     /// rows as the router sent them, 5 or 30 in one batch; dealt in turn, one
-    /// thread could get most of the rows and the other wait for it.
+    /// thread could get most of the rows and the other wait for it. As with
+    /// `forEach`, iterations must write disjoint memory, and which thread runs
+    /// an iteration changes nothing it computes.
     public static func forEach(costs: [Int], threads: Int = Parallel.threads, _ body: (Int) -> Void) {
         let workers = min(costs.count, threads)
         if workers <= 1 { for i in costs.indices { body(i) }; return }
