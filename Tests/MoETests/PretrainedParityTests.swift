@@ -50,6 +50,13 @@ final class PretrainedParityTests: XCTestCase {
         return flatten(value)
     }
 
+    /// nil when a and b are equal bit for bit, else where and how they first differ.
+    func firstDifference(_ a: [Float], _ b: [Float]) -> String? {
+        guard a.count == b.count else { return "\(a.count) values against \(b.count)" }
+        guard let i = a.indices.first(where: { a[$0].bitPattern != b[$0].bitPattern }) else { return nil }
+        return "first difference at index \(i): \(a[i]) against \(b[i])"
+    }
+
     func maxDifference(_ a: [Float], _ b: [Float]) -> Float {
         zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
     }
@@ -84,6 +91,83 @@ final class PretrainedParityTests: XCTestCase {
     func testOLMoEFloat16Sharded() throws { try checkFolder("olmoe-f16-sharded") }
     func testQwen2MoE() throws { try checkFolder("qwen2_moe"); try checkFolder("qwen2_moe-bf16") }
     func testGraniteMoE() throws { try checkFolder("granitemoe"); try checkFolder("granitemoe-bf16") }
+
+    /// The pretrained kernels split each product's rows between threads, run a
+    /// layer's experts side by side and attention's q, k and v in one region:
+    /// none of it may change a number. Logits, router logits and the greedy
+    /// continuation (through the KV cache) with 1, 2 and 3 threads, bit for bit.
+    func testThreadCountsGiveBitIdenticalOutputs() throws {
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        for folder in ["mixtral-bf16", "olmoe", "qwen2_moe", "granitemoe-bf16"] {
+            let model = try PretrainedModel(directory: Self.fixtures.appendingPathComponent(folder))
+            let ids = ints(try XCTUnwrap(try reference(folder)["prompts"] as? [[String: Any]])[0]["ids"])
+            var first: (logits: [Float], router: [Float], greedy: [Int])? = nil
+            for threads in [1, 2, 3] {
+                Parallel.threads = threads
+                model.reset()
+                let result = try model.forward(ids)
+                let run = (result.logits, result.routerLogits.flatMap { $0 }, try model.greedy(ids, count: 8))
+                if let first {
+                    XCTAssertNil(firstDifference(run.0, first.logits), "\(folder): logits with \(threads) threads")
+                    XCTAssertNil(firstDifference(run.1, first.router), "\(folder): router logits with \(threads) threads")
+                    XCTAssertEqual(run.2, first.greedy, "\(folder): greedy continuation with \(threads) threads")
+                } else {
+                    first = (run.0, run.1, run.2)
+                }
+            }
+        }
+    }
+
+    /// Generation runs one token at a time against the KV cache; a full forward
+    /// runs every position at once, its experts on many rows. Every number is
+    /// summed in the same order either way, so the last position's logits and
+    /// router logits agree bit for bit, for every family and dtype.
+    func testDecodingAgainstTheCacheGivesTheFullForwardsNumbers() throws {
+        for folder in Self.folders {
+            let model = try PretrainedModel(directory: Self.fixtures.appendingPathComponent(folder))
+            let ids = ints(try XCTUnwrap(try reference(folder)["prompts"] as? [[String: Any]])[0]["ids"])
+            let v = model.config.vocabularySize, e = model.config.expertCount
+            model.reset()
+            let full = try model.forward(ids)
+            model.reset()
+            _ = try model.forward(Array(ids.dropLast()))
+            let step = try model.forward([ids.last!], lastOnly: true)
+            XCTAssertNil(firstDifference(step.logits, Array(full.logits.suffix(v))), "\(folder): logits of the last position")
+            for (layer, logits) in full.routerLogits.enumerated() {
+                XCTAssertNil(firstDifference(step.routerLogits[layer], Array(logits.suffix(e))),
+                             "\(folder): router logits, layer \(layer)")
+            }
+        }
+    }
+
+    /// q, k and v in one call give what three calls give, bit for bit, also when
+    /// a thread's block of rows ends in one matrix and goes on in the next.
+    func testSeveralProductsInOneCallMatchOneAtATime() throws {
+        for folder in ["qwen2_moe", "mixtral-bf16"] {   // q, k, v with biases (F32); without (BF16)
+            let model = try PretrainedModel(directory: Self.fixtures.appendingPathComponent(folder))
+            let a = model.layers[0].attention
+            let inputs = a.query.shape[1], edges = [a.query.shape[0], a.query.shape[0] + a.key.shape[0]]
+            let total = edges[1] + a.value.shape[0]
+            // Enough tokens for 7 blocks on 2 or more threads: block edges at multiples
+            // of total/7 fall inside the matrices, so some block ends in one and goes on
+            // in the next (checked, so the test cannot pass without that case).
+            let tokens = (7 * 32_768 + total * inputs - 1) / (total * inputs)
+            let blocks = PretrainedKernels.blockCount(rows: total, inputs: inputs, tokens: tokens, threads: 2)
+            XCTAssertTrue(edges.contains { e in (0..<blocks).contains { b in b * total / blocks < e && e < (b + 1) * total / blocks } },
+                          "\(folder): \(blocks) blocks of \(total) rows, no block spans two matrices")
+            let x = (0..<(tokens * inputs)).map { Float(sin(Double($0) * 0.37)) }
+            let one = [(a.query, a.queryBias), (a.key, a.keyBias), (a.value, a.valueBias)].map {
+                PretrainedKernels.linear(x, tokens: tokens, $0.0, bias: $0.1, threads: 1)
+            }
+            for threads in [1, 2, 3, 5] {
+                let all = PretrainedKernels.linear(x, tokens: tokens, [a.query, a.key, a.value],
+                                                   biases: [a.queryBias, a.keyBias, a.valueBias], threads: threads)
+                for m in 0..<3 { XCTAssertNil(firstDifference(all[m], one[m]), "\(folder), product \(m), \(threads) threads") }
+            }
+            XCTAssertEqual(folder == "qwen2_moe", a.queryBias != nil, "\(folder): the case with biases is tested")
+        }
+    }
 
     /// The routing of each family is TopKGating with the family's settings.
     func testEachFamilyRoutesWithTopKGatingSettings() throws {

@@ -42,9 +42,9 @@ struct GroupedQueryAttention {
     /// x [T, D] (already normalised), tokens at positions cache.count … → y [T, D]; appends to the cache.
     func callAsFunction(_ x: [Float], tokens: Int, cache: KVCache) -> [Float] {
         let h = config.headCount, g = config.keyValueHeadCount, dh = config.headSize
-        var q = PretrainedKernels.linear(x, tokens: tokens, query, bias: queryBias)     // [T, H·Dh]
-        var k = PretrainedKernels.linear(x, tokens: tokens, key, bias: keyBias)         // [T, G·Dh]
-        var v = PretrainedKernels.linear(x, tokens: tokens, value, bias: valueBias)     // [T, G·Dh]
+        let qkv = PretrainedKernels.linear(x, tokens: tokens, [query, key, value],
+                                           biases: [queryBias, keyBias, valueBias])       // one parallel region
+        var q = qkv[0], k = qkv[1], v = qkv[2]                                           // [T, H·Dh], [T, G·Dh] ×2
         if let queryNorm, let keyNorm { q = queryNorm(q); k = keyNorm(k) }
         if let c = config.clipQKV {
             q = q.map { min(max($0, -c), c) }; k = k.map { min(max($0, -c), c) }; v = v.map { min(max($0, -c), c) }

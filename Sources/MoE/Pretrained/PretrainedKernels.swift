@@ -20,44 +20,82 @@ import Foundation
 
 enum PretrainedKernels {
     /// y[t, o] = Σᵢ x[t, i]·W[o, i] (+ bias[o]).   x [T, I], W [O, I] → y [T, O]
-    static func linear(_ x: [Float], tokens: Int, _ w: WeightTensor, bias: [Float]? = nil) -> [Float] {
-        let outputs = w.shape[0], inputs = w.shape[1]
-        precondition(x.count == tokens * inputs, "linear: input has \(x.count) values, expected \(tokens)×\(inputs) for \(w.name)")
-        var y = [Float](repeating: 0, count: tokens * outputs)
-        // Enough blocks to balance the threads, each big enough to be worth a dispatch.
-        let blocks = min(outputs, max(1, min(Parallel.threads * 4, outputs * inputs * max(tokens, 1) / 32_768)))
+    /// `threads: 1` when the caller already runs several products side by side
+    /// (the experts of a layer): the result is the same for any thread count.
+    static func linear(_ x: [Float], tokens: Int, _ w: WeightTensor, bias: [Float]? = nil,
+                       threads: Int = Parallel.threads) -> [Float] {
+        linear(x, tokens: tokens, [w], biases: [bias], threads: threads)[0]
+    }
+
+    /// Several products of the same input, yₘ = x·Wₘᵀ (+ biasₘ), in one parallel
+    /// region: attention's q, k and v. The rows of all the W are dealt out as
+    /// if they were one matrix, so a thread's block may end in k and go on in
+    /// v; each output is the same dot product, in the same order, as `linear`
+    /// of that W alone. One region instead of three saves two wake-ups of a
+    /// sleeping core per layer and token (README "Speed").
+    ///     x [T, I], Wₘ [Oₘ, I] → yₘ [T, Oₘ]
+    static func linear(_ x: [Float], tokens: Int, _ ws: [WeightTensor], biases: [[Float]?],
+                       threads: Int = Parallel.threads) -> [[Float]] {
+        let inputs = ws[0].shape[1]
+        for w in ws {
+            precondition(w.shape[1] == inputs && x.count == tokens * inputs,
+                         "linear: input has \(x.count) values, expected \(tokens)×\(w.shape[1]) for \(w.name)")
+        }
+        // Where each W's rows start in the rows of all of them; output m is the
+        // segment [T, Oₘ] of one buffer, from tokens · first[m].
+        var first = [0]
+        for w in ws { first.append(first.last! + w.shape[0]) }
+        let total = first.last!
+        var y = [Float](repeating: 0, count: tokens * total)
+        let blocks = blockCount(rows: total, inputs: inputs, tokens: tokens, threads: threads)
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
-                let out = yp.baseAddress!, input = xp.baseAddress!
-                Parallel.forEach(blocks) { block in
-                    let start = block * outputs / blocks, end = (block + 1) * outputs / blocks
-                    // Four rows of W at a time (16 KB of Floats at I = 1024: they stay in L1), so
-                    // each input row read from cache serves four dot products, not one. That is
-                    // what makes prefill (T in the hundreds) faster per token than decode.
-                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * inputs) { rows in
-                        let scratch = rows.baseAddress!
-                        var o = start
-                        while o + 4 <= end {
-                            let r0 = widenRow(w, o, into: scratch), r1 = widenRow(w, o + 1, into: scratch + inputs)
-                            let r2 = widenRow(w, o + 2, into: scratch + 2 * inputs), r3 = widenRow(w, o + 3, into: scratch + 3 * inputs)
-                            for t in 0..<tokens {
-                                let d = dot4(input + t * inputs, r0, r1, r2, r3, inputs)
-                                for j in 0..<4 { out[t * outputs + o + j] = d[j] + (bias?[o + j] ?? 0) }
-                            }
-                            o += 4
-                        }
-                        while o < end {
-                            let r = widenRow(w, o, into: scratch)
-                            for t in 0..<tokens {
-                                out[t * outputs + o] = dot(input + t * inputs, r, inputs) + (bias?[o] ?? 0)
-                            }
-                            o += 1
-                        }
+                let input = xp.baseAddress!
+                Parallel.forEach(blocks, threads: threads) { block in
+                    let start = block * total / blocks, end = (block + 1) * total / blocks
+                    for m in ws.indices where first[m] < end && start < first[m + 1] {
+                        rows(max(start, first[m]) - first[m] ..< min(end, first[m + 1]) - first[m], of: ws[m],
+                             bias: biases[m], input: input, tokens: tokens, into: yp.baseAddress! + tokens * first[m])
                     }
                 }
             }
         }
-        return y
+        return ws.indices.map { m in Array(y[(tokens * first[m])..<(tokens * first[m + 1])]) }
+    }
+
+    /// How many blocks of rows `linear` deals out (block b is rows b·R/n ..< (b+1)·R/n):
+    /// enough to balance the threads, each big enough to be worth a dispatch.
+    static func blockCount(rows: Int, inputs: Int, tokens: Int, threads: Int) -> Int {
+        min(rows, max(1, min(threads * 4, rows * inputs * max(tokens, 1) / 32_768)))
+    }
+
+    /// out[t, o] = x[t]·W[o] (+ bias[o]) for the rows o in `range` of W.   out [T, O]
+    private static func rows(_ range: Range<Int>, of w: WeightTensor, bias: [Float]?, input: UnsafePointer<Float>,
+                             tokens: Int, into out: UnsafeMutablePointer<Float>) {
+        let outputs = w.shape[0], inputs = w.shape[1]
+        // Four rows of W at a time (16 KB of Floats at I = 1024: they stay in L1), so
+        // each input row read from cache serves four dot products, not one. That is
+        // what makes prefill (T in the hundreds) faster per token than decode.
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * inputs) { rows in
+            let scratch = rows.baseAddress!
+            var o = range.lowerBound
+            while o + 4 <= range.upperBound {
+                let r0 = widenRow(w, o, into: scratch), r1 = widenRow(w, o + 1, into: scratch + inputs)
+                let r2 = widenRow(w, o + 2, into: scratch + 2 * inputs), r3 = widenRow(w, o + 3, into: scratch + 3 * inputs)
+                for t in 0..<tokens {
+                    let d = dot4(input + t * inputs, r0, r1, r2, r3, inputs)
+                    for j in 0..<4 { out[t * outputs + o + j] = d[j] + (bias?[o + j] ?? 0) }
+                }
+                o += 4
+            }
+            while o < range.upperBound {
+                let r = widenRow(w, o, into: scratch)
+                for t in 0..<tokens {
+                    out[t * outputs + o] = dot(input + t * inputs, r, inputs) + (bias?[o] ?? 0)
+                }
+                o += 1
+            }
+        }
     }
 
     /// Row o of W as Floats: a pointer into the mapping for F32, else widened into `scratch`.

@@ -25,11 +25,11 @@ struct SwiGLUExpert {
     let up: WeightTensor     // [F, D]
     let down: WeightTensor   // [D, F]
 
-    /// x [T, D] → y [T, D]
-    func callAsFunction(_ x: [Float], tokens: Int) -> [Float] {
-        let g = PretrainedKernels.linear(x, tokens: tokens, gate)   // [T, F]
-        var u = PretrainedKernels.linear(x, tokens: tokens, up)     // [T, F]
-        for i in 0..<u.count { u[i] *= g[i] / (1 + exp(-g[i])) }    // silu(gate) ⊙ up
-        return PretrainedKernels.linear(u, tokens: tokens, down)   // [T, D]
+    /// x [T, D] → y [T, D], the products on up to `threads` threads.
+    func callAsFunction(_ x: [Float], tokens: Int, threads: Int = Parallel.threads) -> [Float] {
+        let g = PretrainedKernels.linear(x, tokens: tokens, gate, threads: threads)   // [T, F]
+        var u = PretrainedKernels.linear(x, tokens: tokens, up, threads: threads)     // [T, F]
+        for i in 0..<u.count { u[i] *= g[i] / (1 + exp(-g[i])) }                      // silu(gate) ⊙ up
+        return PretrainedKernels.linear(u, tokens: tokens, down, threads: threads)   // [T, D]
     }
 }
