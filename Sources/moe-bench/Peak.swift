@@ -83,3 +83,40 @@ func fmaChains(_ iterations: Int, seed: Float) -> Float {
     let sum = (c0 + c1 + c2 + c3) + (c4 + c5 + c6 + c7) + (c8 + c9 + c10 + c11)
     return sum.sum()
 }
+
+// MARK: - What a parallel region costs
+
+/// One row of the region table: `threads` units of FMA work of `unitSeconds`
+/// each, run one per thread in one `Parallel.forEach` (`regionSeconds`), against
+/// the same units one after another on one thread (`serialSeconds`). A region
+/// that cost nothing would take `unitSeconds`; what it takes beyond that is the
+/// price of entering it — on a virtual machine mostly the time a sleeping
+/// vCPU takes to wake — and a split pays only for work well above it.
+struct RegionRow { let threads: Int, unitSeconds: Double, serialSeconds: Double, regionSeconds: Double }
+
+/// Medians of 201 back-to-back regions, as a training step enters them, for
+/// units of about `unitMicroseconds`.
+func measureRegion(threads: Int, unitMicroseconds: Double) -> RegionRow {
+    // Calibrate: iterations of fmaChains (12 FMAs on SIMD16 each) per µs.
+    let probe = 20_000
+    var t0 = now()
+    var sink = fmaChains(probe, seed: 1)
+    let perIteration = (now() - t0) / Double(probe)
+    let iterations = max(1, Int(unitMicroseconds * 1e-6 / perIteration))
+    func median(_ body: () -> Void) -> Double {
+        var samples: [Double] = []
+        for _ in 0..<201 { t0 = now(); body(); samples.append(now() - t0) }
+        samples.sort()
+        return samples[samples.count / 2]
+    }
+    var out = [Float](repeating: 0, count: threads)
+    let unit = median { sink += fmaChains(iterations, seed: 2) }
+    let serial = median { for t in 0..<threads { sink += fmaChains(iterations, seed: Float(t + 2)) } }
+    let region = median {
+        out.withUnsafeMutableBufferPointer { o in
+            Parallel.forEach(threads, threads: threads) { t in o[t] = fmaChains(iterations, seed: Float(t + 2)) }
+        }
+    }
+    precondition(sink.isFinite && out.allSatisfy(\.isFinite))   // keeps the work from being optimised away
+    return RegionRow(threads: threads, unitSeconds: unit, serialSeconds: serial, regionSeconds: region)
+}

@@ -52,9 +52,11 @@ if arguments.contains("--help") || arguments.contains("-h") {
     the median GFLOP/s. Build with -c release for the published figures.
       --json          print {"matmul": [{"m", "k", "n", "variant", "threads", "gflops"}, …],
                              "training_step": [{"model", "threads", "ms_per_step", "adam_ms_per_step", "gflops", "share_of_peak", …}],
-                             "routing_share": [{"threads", "share", "share_excluding_gate", "phases_ms", …}]}
+                             "routing_share": [{"threads", "share", "share_excluding_gate", "phases_ms", …}],
+                             "parallel_region": [{"threads", "unit_us", "units_in_one_region_us", "region_cost_us", …}]}
       --only SECTION  run only "matmul" or "step" (the training step of the MNIST models,
-                      and the share of the MoE step spent routing: RoutingShare.swift)
+                      the share of the MoE step spent routing: RoutingShare.swift, and
+                      what entering a parallel region costs: Peak.swift)
                       or "pretrained" (not run by default: writes a 2.7 GB random BF16
                       checkpoint at granite-3.1-1b-a400m's dimensions to the temporary
                       folder, times prefill and decode, prints resident memory and the
@@ -177,6 +179,9 @@ for threads in only == "matmul" ? [] : Set([1, allCores]).sorted() {
                                 flops: trainingStepFLOPs(model, batch: 64), peak: peak))
     }
 }
+// What entering a parallel region costs, for units of work the size of a
+// step's small and large products (Peak.swift).
+let regionRows = only == "matmul" || allCores < 2 ? [] : [20.0, 80.0, 320.0].map { measureRegion(threads: allCores, unitMicroseconds: $0) }
 // The share of the MoE step spent routing, phase by phase (RoutingShare.swift).
 let routingRows = (only == "matmul" ? [] : Set([1, allCores]).sorted()).map { measureRoutingShare(threads: $0) }
 // 5,000 images / 64 = 79 steps per epoch, 30 epochs.
@@ -200,8 +205,14 @@ if json {
          "share": (r.share * 1e4).rounded() / 1e4, "share_excluding_gate": (r.shareWithoutGate * 1e4).rounded() / 1e4,
          "phases_ms": Dictionary(uniqueKeysWithValues: RoutingPhase.allCases.map { ($0.name, (r.phaseMs[$0]! * 1e4).rounded() / 1e4) })]
     }
+    let regions = regionRows.map { r -> [String: Any] in
+        ["threads": r.threads, "unit_us": (r.unitSeconds * 1e7).rounded() / 10,
+         "units_one_after_another_us": (r.serialSeconds * 1e7).rounded() / 10,
+         "units_in_one_region_us": (r.regionSeconds * 1e7).rounded() / 10,
+         "region_cost_us": ((r.regionSeconds - r.unitSeconds) * 1e7).rounded() / 10]
+    }
     let data = try! JSONSerialization.data(withJSONObject: ["matmul": entries, "training_step": steps,
-                                                            "routing_share": routingShare],
+                                                            "routing_share": routingShare, "parallel_region": regions],
                                            options: [.prettyPrinted, .sortedKeys])
     print(String(decoding: data, as: UTF8.self))
 } else {
@@ -248,6 +259,15 @@ if json {
                 + [String(format: "%.1f%%", 100 * r.share), String(format: "%.1f%%", 100 * r.shareWithoutGate)]
             print("  " + cells(values) +
                   (r.share < 0.15 ? "" : "   (above the 15% goal)"))
+        }
+        if !regionRows.isEmpty {
+            print("\nwhat a parallel region costs (Peak.swift): \(allCores) units of FMA work, one after another on one")
+            print("thread, or one per thread in one Parallel.forEach; medians of 201 back-to-back regions, µs")
+            print("  unit  one after another  in one region  region cost (beyond one unit)")
+            for r in regionRows {
+                print(String(format: "  %4.0f  %16.0f  %13.0f  %29.0f", 1e6 * r.unitSeconds, 1e6 * r.serialSeconds,
+                             1e6 * r.regionSeconds, 1e6 * (r.regionSeconds - r.unitSeconds)))
+            }
         }
     }
 }
