@@ -7,7 +7,9 @@
 //     Adam.parallelThreshold weights), and its plan for many parameters;
 //   * the data order of epoch 1 (tests compared runs with each other only);
 //   * capacity ⌈·⌉ versus ⌊·⌋ (every test product was an integer);
-//   * where ε goes in Adam (a hand-computed step with a gradient too large for ε to matter).
+//   * where ε goes in Adam (a hand-computed step with a gradient too large for ε to matter);
+//   * the threaded paths of the cross-entropy (rows split) and of Linear's backward
+//     (dL/dx and dL/dW side by side), which only GPT-sized batches take.
 import XCTest
 @testable import MoE
 
@@ -90,6 +92,60 @@ final class BlindSpotTests: XCTestCase {
             let moved = zip(p.value.data, start.data).filter { $0 != $1 }.count
             XCTAssertEqual(moved, count, "\(threads) threads: \(count - moved) weights did not move")
             results.append(p.value.data.map(\.bitPattern) + adam.m[0].data.map(\.bitPattern) + adam.v[0].data.map(\.bitPattern))
+        }
+        XCTAssertTrue(results[1] == results[0], "2 threads differ from 1")
+        XCTAssertTrue(results[2] == results[0], "3 threads differ from 1")
+    }
+
+    // MARK: Threaded cross-entropy and Linear backward
+
+    /// A GPT-sized batch of logits is split between threads by rows: the loss,
+    /// the probabilities and the gradient are the same floats for 1, 2 and 3
+    /// threads (2,051 rows: 3 threads do not divide them evenly), and the loss
+    /// is the mean of −log softmax, computed here independently.
+    func testCrossEntropySplitBetweenThreadsGivesTheSameNumbers() {
+        let n = 2051, c = 66
+        XCTAssertGreaterThanOrEqual(n * c, SoftmaxCrossEntropy.parallelThreshold, "the split path must run")
+        var rng = Xoshiro256(seed: 5)
+        let logits = Tensor.uniform([n, c], low: -4, high: 4, rng: &rng)
+        let labels = (0..<n).map { ($0 * 37 + 11) % c }
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        var results: [(loss: UInt64, p: [UInt32], g: [UInt32])] = []
+        for threads in [1, 2, 3] {
+            Parallel.threads = threads
+            let r = SoftmaxCrossEntropy.compute(logits: logits, labels: labels)
+            results.append((r.loss.bitPattern, r.probabilities.data.map(\.bitPattern), r.gradient.data.map(\.bitPattern)))
+        }
+        for t in 1...2 {
+            XCTAssertEqual(results[t].loss, results[0].loss, "\(t + 1) threads: loss")
+            XCTAssertTrue(results[t].p == results[0].p, "\(t + 1) threads: probabilities")
+            XCTAssertTrue(results[t].g == results[0].g, "\(t + 1) threads: gradient")
+        }
+        var expected = 0.0
+        for r in 0..<n {
+            let row = (0..<c).map { Double(logits.data[r * c + $0]) }
+            expected -= row[labels[r]] - log(row.map { exp($0) }.reduce(0, +))
+        }
+        XCTAssertEqual(Double(bitPattern: results[0].loss), expected / Double(n), accuracy: 1e-12)
+    }
+
+    /// Linear's backward on a GPT-sized batch computes dL/dx and dL/dW side by
+    /// side, each on part of the threads: the same floats as one after the other
+    /// on one thread, for 2 and 3 threads (dx, the weight and the bias gradients).
+    func testLinearBackwardSideBySideGivesTheSameNumbers() {
+        var rng = Xoshiro256(seed: 9)
+        let x = Tensor.uniform([2048, 64], low: -1, high: 1, rng: &rng)
+        let dy = Tensor.uniform([2048, 192], low: -1, high: 1, rng: &rng)
+        XCTAssertGreaterThanOrEqual(2 * 2048 * 64 * 192, Gemm.parallelThreshold, "the side-by-side path must run")
+        var results: [[UInt32]] = []
+        for threads in [1, 2, 3] {
+            var weights = Xoshiro256(seed: 1)
+            let layer = Linear(inFeatures: 64, outFeatures: 192, rng: &weights)
+            layer.threads = threads
+            _ = layer.forward(x)
+            let dx = layer.backward(dy)
+            results.append((dx.data + layer.weight.grad.data + layer.bias!.grad.data).map(\.bitPattern))
         }
         XCTAssertTrue(results[1] == results[0], "2 threads differ from 1")
         XCTAssertTrue(results[2] == results[0], "3 threads differ from 1")

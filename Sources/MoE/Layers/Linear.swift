@@ -53,15 +53,46 @@ public final class Linear: Layer {
     /// Returns dL/dx. Use `backwardParameters` when dL/dx is not needed (the
     /// first layer of a network, whose input is data) to skip its matmul.
     public func backward(_ dy: Tensor) -> Tensor {
-        backwardParameters(dy)
-        return matmul(dy, weight.value, threads: threads ?? Parallel.threads)  // [N, O]·[O, I] -> [N, I]
+        checkGradientShape(dy)
+        let dx = Linear.inputGradientAndWeightGradient(dy, input: input, weight: weight,
+                                                       threads: threads ?? Parallel.threads)
+        bias?.grad.addColumnSums(of: dy)
+        return dx
+    }
+
+    /// dL/dx = dy·W, returned, and dL/dW += dyᵀ·x, for y = x·Wᵀ (also the GPT's
+    /// tied head).   dy [N, O], x [N, I], W [O, I] -> dL/dx [N, I]
+    ///
+    /// The two products are independent and cost the same, 2·N·I·O FLOPs. Large
+    /// ones (a GPT block's) run side by side in one parallel region, each on half
+    /// the threads, instead of in two regions one after the other: entering a
+    /// region costs tens of µs of waiting for the other cores (README "Speed").
+    /// A product's numbers do not depend on its threads.
+    static func inputGradientAndWeightGradient(_ dy: Tensor, input x: Tensor, weight: Parameter, threads: Int) -> Tensor {
+        guard threads >= 2, 2 * dy.shape[0] * x.shape[1] * dy.shape[1] >= Gemm.parallelThreshold else {
+            matmulAccumulate(into: &weight.grad, dy, x, transposeA: true, threads: threads)    // [O, N]·[N, I] -> [O, I]
+            return matmul(dy, weight.value, threads: threads)                                 // [N, O]·[O, I] -> [N, I]
+        }
+        var dx = Tensor.zeros([0])
+        Parallel.forEach(2, threads: 2) { half in
+            if half == 0 {
+                dx = matmul(dy, weight.value, threads: threads / 2)
+            } else {
+                matmulAccumulate(into: &weight.grad, dy, x, transposeA: true, threads: threads - threads / 2)
+            }
+        }
+        return dx
     }
 
     /// Adds dL/dW and dL/db into the parameters' gradients; computes no dL/dx.
     public func backwardParameters(_ dy: Tensor) {
-        precondition(dy.shape == [input.shape[0], outFeatures],
-                     "Linear(\(inFeatures)→\(outFeatures)).backward: dy has shape \(dy.shape), expected [\(input.shape[0]), \(outFeatures)]")
+        checkGradientShape(dy)
         matmulAccumulate(into: &weight.grad, dy, input, transposeA: true, threads: threads ?? Parallel.threads)
         bias?.grad.addColumnSums(of: dy)
+    }
+
+    private func checkGradientShape(_ dy: Tensor) {
+        precondition(dy.shape == [input.shape[0], outFeatures],
+                     "Linear(\(inFeatures)→\(outFeatures)).backward: dy has shape \(dy.shape), expected [\(input.shape[0]), \(outFeatures)]")
     }
 }

@@ -168,8 +168,9 @@ public final class GPT {
     public func backward(_ dLogits: Tensor) {
         precondition(dLogits.shape == [final.shape[0], config.vocabularySize],
                      "GPT.backward: dlogits has shape \(dLogits.shape), expected [\(final.shape[0]), \(config.vocabularySize)]")
-        matmulAccumulate(into: &headWeight.grad, dLogits, final, transposeA: true)   // [V, N]·[N, C] -> [V, C]
-        var g = finalNorm.backward(matmul(dLogits, headWeight.value).reshaped(shape)) // [N, V]·[V, C] -> [B, T, C]
+        // dW [V, C] += dlogitsᵀ·x and dx [N, C] = dlogits·W, side by side when large (Linear.swift).
+        let dx = Linear.inputGradientAndWeightGradient(dLogits, input: final, weight: headWeight, threads: Parallel.threads)
+        var g = finalNorm.backward(dx.reshaped(shape))                                // [B, T, C]
         for block in blocks.reversed() { g = block.backward(g) }
         embedding.backward(g)
     }
