@@ -39,6 +39,39 @@ final class GPTLayerTests: XCTestCase {
         }
     }
 
+    /// LayerNorm.forward sums four rows side by side and splits a large batch
+    /// between threads; neither may change a number. Against the same Float
+    /// formula one row at a time, bit for bit, on 2,051 rows (a last group of
+    /// three) with 1, 2 and 3 threads.
+    func testLayerNormRowsSideBySideGiveTheOneRowNumbers() {
+        let rows = 2051, c = 64
+        XCTAssertGreaterThanOrEqual(rows * c, LayerNorm.parallelThreshold, "the split path must run")
+        var rng = Xoshiro256(seed: 32)
+        let norm = LayerNorm(width: c)
+        norm.weight.value = .uniform([c], low: 0.5, high: 1.5, rng: &rng)
+        norm.bias.value = .uniform([c], low: -0.5, high: 0.5, rng: &rng)
+        let x = Tensor.uniform([rows, c], low: -3, high: 3, rng: &rng)
+        var expected = [Float]()
+        for n in 0..<rows {
+            let row = Array(x.data[(n * c)..<((n + 1) * c)])
+            var mean: Float = 0
+            for v in row { mean += v }
+            mean /= Float(c)
+            var variance: Float = 0
+            for v in row { let d = v - mean; variance += d * d }
+            variance /= Float(c)
+            let r = 1 / (variance + norm.epsilon).squareRoot()
+            for j in 0..<c { expected.append(norm.weight.value.data[j] * ((row[j] - mean) * r) + norm.bias.value.data[j]) }
+        }
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        for threads in [1, 2, 3] {
+            Parallel.threads = threads
+            let y = norm.forward(x)
+            XCTAssertTrue(y.data.map(\.bitPattern) == expected.map(\.bitPattern), "\(threads) threads")
+        }
+    }
+
     func testLayerNormGradient() {
         var rng = Xoshiro256(seed: 31)
         let norm = LayerNorm(width: 6)

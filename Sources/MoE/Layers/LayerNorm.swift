@@ -50,34 +50,68 @@ public final class LayerNorm: Layer {
         let c = width, rows = x.count / c
         var xhat = x
         var y = x
-        rstd = [Float](repeating: 0, count: rows)
+        var r = [Float](repeating: 0, count: rows)
+        // Rows are independent: a GPT batch (2,048 × 64) is split between threads.
+        let blocks = x.count >= LayerNorm.parallelThreshold ? max(1, min(rows, Parallel.threads)) : 1
         xhat.data.withUnsafeMutableBufferPointer { xh in
             y.data.withUnsafeMutableBufferPointer { out in
-                weight.value.data.withUnsafeBufferPointer { gamma in
-                    bias.value.data.withUnsafeBufferPointer { beta in
-                        for n in 0..<rows {
-                            let row = xh.baseAddress! + n * c, o = out.baseAddress! + n * c
-                            var mean: Float = 0
-                            for j in 0..<c { mean += row[j] }
-                            mean /= Float(c)
-                            // The variance from the centred values (two passes), not
-                            // E[x²] − μ², which cancels catastrophically when |μ| ≫ σ.
-                            var variance: Float = 0
-                            for j in 0..<c { let d = row[j] - mean; variance += d * d }
-                            variance /= Float(c)
-                            let r = 1 / (variance + epsilon).squareRoot()
-                            rstd[n] = r
-                            for j in 0..<c {
-                                row[j] = (row[j] - mean) * r
-                                o[j] = gamma[j] * row[j] + beta[j]
+                r.withUnsafeMutableBufferPointer { rs in
+                    weight.value.data.withUnsafeBufferPointer { gamma in
+                        bias.value.data.withUnsafeBufferPointer { beta in
+                            Parallel.forEach(blocks) { b in
+                                LayerNorm.normalise(rows: (b * rows / blocks)..<((b + 1) * rows / blocks), width: c,
+                                                    epsilon: epsilon, x: xh.baseAddress!, y: out.baseAddress!,
+                                                    rstd: rs.baseAddress!, gamma: gamma.baseAddress!, beta: beta.baseAddress!)
                             }
                         }
                     }
                 }
             }
         }
+        rstd = r
         normalised = xhat
         return y
+    }
+
+    /// At least this many values are split between threads (2¹⁷, a GPT batch; a
+    /// parallel region costs tens of µs, README "Speed").
+    static let parallelThreshold = 1 << 17
+
+    /// Normalises `rows` of x in place into x̂, writes y and r. Four rows at a
+    /// time: each row's sums run in the order of that row alone, from 0, but the
+    /// four run side by side in the lanes of a SIMD4 — one running sum waits for
+    /// each addition before the next, four overlap — so the numbers are those of
+    /// one row at a time.
+    static func normalise(rows: Range<Int>, width c: Int, epsilon: Float, x: UnsafeMutablePointer<Float>,
+                          y: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                          gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>) {
+        var n = rows.lowerBound
+        while n < rows.upperBound {
+            let lanes = min(4, rows.upperBound - n)
+            // Row n + l in lane l; a short last group repeats its first row.
+            let p0 = x + n * c, p1 = lanes > 1 ? p0 + c : p0, p2 = lanes > 2 ? p0 + 2 * c : p0, p3 = lanes > 3 ? p0 + 3 * c : p0
+            var mean = SIMD4<Float>(repeating: 0)
+            for j in 0..<c { mean += SIMD4(p0[j], p1[j], p2[j], p3[j]) }
+            mean /= SIMD4(repeating: Float(c))
+            // The variance from the centred values (two passes), not
+            // E[x²] − μ², which cancels catastrophically when |μ| ≫ σ.
+            var variance = SIMD4<Float>(repeating: 0)
+            for j in 0..<c {
+                let d = SIMD4(p0[j], p1[j], p2[j], p3[j]) - mean
+                variance += d * d
+            }
+            variance /= SIMD4(repeating: Float(c))
+            let r = 1 / (variance + SIMD4(repeating: epsilon)).squareRoot()
+            for l in 0..<lanes {
+                let row = p0 + l * c, o = y + (n + l) * c
+                rstd[n + l] = r[l]
+                for j in 0..<c {
+                    row[j] = (row[j] - mean[l]) * r[l]
+                    o[j] = gamma[j] * row[j] + beta[j]
+                }
+            }
+            n += lanes
+        }
     }
 
     /// In the forward pass this was yⱼ = γⱼ·x̂ⱼ + βⱼ with x̂ = (x − μ)·r. So now,
