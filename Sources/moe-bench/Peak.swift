@@ -20,6 +20,9 @@
 //     tenants), on the same thread counts as the step.
 //
 // step GFLOP/s = step FLOPs / step seconds; "of peak" = that / the peak.
+//
+// And what a step pays besides arithmetic each time it uses more than one
+// thread: the cost of entering a parallel region (`measureRegion`, at the end).
 import Dispatch
 import MoE
 

@@ -8,6 +8,10 @@
 // cores, and the naive triple loop on one thread, and prints the median of
 // many repetitions: the machine is shared and noisy, and the median ignores
 // the runs that another process interrupted. GFLOP/s = 2·M·N·K / seconds / 1e9.
+// Then a whole MNIST training step against the FMA peak and what entering a
+// parallel region costs (Peak.swift), the share of the step spent routing
+// (RoutingShare.swift), and with --only pretrained a pretrained-size decode
+// (PretrainedDecode.swift).
 import Foundation
 import MoE
 

@@ -9,7 +9,9 @@
 //   * capacity ⌈·⌉ versus ⌊·⌋ (every test product was an integer);
 //   * where ε goes in Adam (a hand-computed step with a gradient too large for ε to matter);
 //   * the threaded paths of the cross-entropy (rows split) and of Linear's backward
-//     (dL/dx and dL/dW side by side), which only GPT-sized batches take.
+//     (dL/dx and dL/dW side by side), which only GPT-sized batches take: written
+//     with those paths, and checked the same way (a dropped row, and dL/dW
+//     written instead of added, each fail them).
 import XCTest
 @testable import MoE
 
@@ -133,6 +135,7 @@ final class BlindSpotTests: XCTestCase {
     /// Linear's backward on a GPT-sized batch computes dL/dx and dL/dW side by
     /// side, each on part of the threads: the same floats as one after the other
     /// on one thread, for 2 and 3 threads (dx, the weight and the bias gradients).
+    /// The gradients start non-zero, so dL/dW written instead of added would show.
     func testLinearBackwardSideBySideGivesTheSameNumbers() {
         var rng = Xoshiro256(seed: 9)
         let x = Tensor.uniform([2048, 64], low: -1, high: 1, rng: &rng)
@@ -143,6 +146,8 @@ final class BlindSpotTests: XCTestCase {
             var weights = Xoshiro256(seed: 1)
             let layer = Linear(inFeatures: 64, outFeatures: 192, rng: &weights)
             layer.threads = threads
+            layer.weight.grad = .uniform([192, 64], low: -1, high: 1, rng: &weights)
+            layer.bias!.grad = .uniform([192], low: -1, high: 1, rng: &weights)
             _ = layer.forward(x)
             let dx = layer.backward(dy)
             results.append((dx.data + layer.weight.grad.data + layer.bias!.grad.data).map(\.bitPattern))

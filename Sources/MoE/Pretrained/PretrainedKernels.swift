@@ -60,6 +60,7 @@ enum PretrainedKernels {
                 }
             }
         }
+        if ws.count == 1 { return [y] }   // one product: its buffer as it is, no copy
         return ws.indices.map { m in Array(y[(tokens * first[m])..<(tokens * first[m + 1])]) }
     }
 
