@@ -1,5 +1,5 @@
 // The tiled matmul against the naive triple loop, on shapes that straddle the
-// register tile (4 rows × 32 columns) and the K slice (256).
+// register tiles (4 or 8 rows × 32 columns) and the K slice (256).
 import XCTest
 @testable import MoE
 
@@ -118,6 +118,76 @@ final class MatmulTests: XCTestCase {
             var expected = naiveMatmul(a, b, transposeA: true)
             expected += start
             XCTAssertLessThanOrEqual(c.maxAbsDifference(expected), 1e-4)
+        }
+    }
+
+    /// The packed kernel's two register tiles (8 rows where AVX-512 has the
+    /// registers for them, else 4: `Gemm.wideTile`) run each element of C as
+    /// the same chain of FMAs, so switching tiles must not change a bit: every
+    /// M from 1 to 20 (tails of 1-4 rows after tiles of 8, and the 4-row tile
+    /// alone), an expert's 13 and 19 tokens, the GPT's 2,048 rows, K across
+    /// the 256 slice, A row-major and transposed, accumulating; and both tiles
+    /// against the naive loop on the edge sizes.
+    func testWideAndNarrowTilesGiveTheSameFloats() {
+        let saved = Gemm.wideTile
+        defer { Gemm.wideTile = saved }
+        var rng = Xoshiro256(seed: 7)
+        var shapes = (1...20).map { ($0, 40, 70) }
+        shapes += [(13, 256, 128), (19, 128, 256), (67, 300, 100), (130, 513, 33), (2048, 256, 64)]
+        for (m, k, n) in shapes {
+            for (ta, tb) in [(false, false), (true, false), (false, true)] {
+                let a = Tensor.uniform(ta ? [k, m] : [m, k], low: -1, high: 1, rng: &rng)
+                let b = Tensor.uniform(tb ? [n, k] : [k, n], low: -1, high: 1, rng: &rng)
+                let start = Tensor.uniform([m, n], low: -1, high: 1, rng: &rng)
+                var results: [Tensor] = []
+                for wide in [true, false] {
+                    Gemm.wideTile = wide
+                    var c = start
+                    matmulAccumulate(into: &c, a, b, transposeA: ta, transposeB: tb, threads: 1)
+                    results += [matmul(a, b, transposeA: ta, transposeB: tb, threads: 1), c]
+                }
+                XCTAssertEqual(results[0], results[2], "\(m)×\(k)×\(n) transposeA \(ta) transposeB \(tb)")
+                XCTAssertEqual(results[1], results[3], "\(m)×\(k)×\(n) transposeA \(ta) transposeB \(tb), accumulating")
+            }
+        }
+        for wide in [true, false] {
+            Gemm.wideTile = wide
+            for m in [1, 4, 5, 8, 9, 12, 13, 17] {
+                for (ta, tb) in [(false, false), (true, false), (false, true)] {
+                    assertMatches(m: m + 64, k: 300, n: 33, transposeA: ta, transposeB: tb, rng: &rng)
+                    assertMatches(m: m, k: 17, n: 65, transposeA: ta, transposeB: tb, rng: &rng)
+                }
+            }
+        }
+    }
+
+    /// The A·Bᵀ kernel's lane sums (`SIMD16.totals`, built from whole-vector
+    /// shuffles) against the tree they stand for, written lane by lane: lane
+    /// l + 8 onto l, then l + 4, l + 2, l + 1. Values spread over 2⁻²⁰…2²⁰ so
+    /// that any other pairing rounds differently; bit-identical required.
+    func testLaneTotalsAreTheTreeOfHalves() {
+        var rng = Xoshiro256(seed: 8)
+        func tree(_ v: SIMD16<Float>) -> Float {
+            var s = (0..<16).map { v[$0] }
+            for w in [8, 4, 2, 1] { s = (0..<w).map { s[$0] + s[$0 + w] } }
+            return s[0]
+        }
+        for _ in 0..<200 {
+            var vs: [SIMD16<Float>] = []
+            for _ in 0..<16 {
+                var v = SIMD16<Float>()
+                for l in 0..<16 {
+                    let u = Tensor.uniform([2], low: -1, high: 1, rng: &rng).data
+                    v[l] = u[0] * Float(pow(2.0, Double(Int(u[1] * 20))))
+                }
+                vs.append(v)
+            }
+            let t = SIMD16<Float>.totals(vs[0], vs[1], vs[2], vs[3], vs[4], vs[5], vs[6], vs[7],
+                                         vs[8], vs[9], vs[10], vs[11], vs[12], vs[13], vs[14], vs[15])
+            for i in 0..<16 {
+                XCTAssertEqual(t[i].bitPattern, tree(vs[i]).bitPattern, "vector \(i)")
+                XCTAssertEqual(vs[i].total.bitPattern, tree(vs[i]).bitPattern, "vector \(i), .total")
+            }
         }
     }
 

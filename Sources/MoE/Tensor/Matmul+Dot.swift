@@ -108,18 +108,36 @@ extension SIMD16 where Scalar == Float {
     /// Pairs two vectors and adds halves of width `w`: lane groups of x and y
     /// (each `2w` wide, taken in turn) are split into first and second halves,
     /// which are added. Going from 16 partials per value to 8, 4, 2, 1.
+    ///
+    /// Lane by lane, for each group g of x (and of y, into lanes 8…15):
+    ///     result[g·w + l] = x[g·2w + l] + x[g·2w + w + l]      (l < w)
+    /// The two operands of each addition are gathered with whole-vector
+    /// shuffles (halves, quarters, even and odd pairs or lanes), one or two
+    /// instructions each; written lane by lane, the compiler emitted some 200
+    /// shuffles and inserts for the 15 calls of `totals`, more than the
+    /// arithmetic of a K = 128 tile. The same pairs are added, so the sums are
+    /// the same to the bit.
     @inline(__always)
     static func halve(_ x: SIMD16<Float>, _ y: SIMD16<Float>, width w: Int) -> SIMD16<Float> {
-        var first = SIMD16<Float>(), second = SIMD16<Float>()
-        // Output lanes: for each group g of x then y, w sums.
-        let groups = 16 / (2 * w)
-        for g in 0..<groups {
-            for l in 0..<w {
-                first[g * w + l] = x[g * 2 * w + l]
-                second[g * w + l] = x[g * 2 * w + w + l]
-                first[8 + g * w + l] = y[g * 2 * w + l]
-                second[8 + g * w + l] = y[g * 2 * w + w + l]
-            }
+        typealias V = SIMD16<Float>
+        let first: V, second: V
+        switch w {
+        case 8:   // halves of each vector
+            first = V(lowHalf: x.lowHalf, highHalf: y.lowHalf)
+            second = V(lowHalf: x.highHalf, highHalf: y.highHalf)
+        case 4:   // quarters: the first and third of each vector, then the second and fourth
+            first = V(lowHalf: SIMD8(lowHalf: x.lowHalf.lowHalf, highHalf: x.highHalf.lowHalf),
+                      highHalf: SIMD8(lowHalf: y.lowHalf.lowHalf, highHalf: y.highHalf.lowHalf))
+            second = V(lowHalf: SIMD8(lowHalf: x.lowHalf.highHalf, highHalf: x.highHalf.highHalf),
+                       highHalf: SIMD8(lowHalf: y.lowHalf.highHalf, highHalf: y.highHalf.highHalf))
+        case 2:   // pairs of lanes: a pair is one Double, so even and odd Doubles
+            let xd = unsafeBitCast(x, to: SIMD8<Double>.self), yd = unsafeBitCast(y, to: SIMD8<Double>.self)
+            first = unsafeBitCast(SIMD8(lowHalf: xd.evenHalf, highHalf: yd.evenHalf), to: V.self)
+            second = unsafeBitCast(SIMD8(lowHalf: xd.oddHalf, highHalf: yd.oddHalf), to: V.self)
+        default:  // single lanes: even and odd
+            precondition(w == 1, "halve: width \(w) is not 8, 4, 2 or 1")
+            first = V(lowHalf: x.evenHalf, highHalf: y.evenHalf)
+            second = V(lowHalf: x.oddHalf, highHalf: y.oddHalf)
         }
         return first + second
     }

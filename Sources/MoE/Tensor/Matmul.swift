@@ -27,6 +27,8 @@
 //     vectors stay in registers for the whole K loop. Per step of K it loads 2
 //     vectors of B, broadcasts 4 scalars of A and issues 8 fused multiply-adds:
 //     256 FLOPs per 6 loads, enough to keep the FMA units, not the loads, busy.
+//     With AVX-512's 32 registers an 8-row tile (16 accumulators) keeps twice
+//     as many FMAs in flight, which Intel's cores need (`wideTile`).
 //   * Packing. The kernel reads B as [K][32], contiguous, so every load is a
 //     sequential stream the prefetcher predicts. A B panel is packed once and
 //     re-read by every row tile; partial panels are zero-padded so the kernel
@@ -157,6 +159,17 @@ enum Gemm {
     /// a few sets of the L1 cache, and 512³ Aᵀ·B fell from 107 to 84 GFLOP/s
     /// read in place.
     static let inPlaceRowTiles = 16
+
+    /// Whether `serial` uses the 8-row register tile (`microKernel8`) or only the
+    /// 4-row one. Its 16 SIMD16 accumulators fit only in AVX-512's 32 vector
+    /// registers: compiled for AVX2 (16 registers of 8 floats, each SIMD16
+    /// taking two) they spill to the stack, and the 8-row tile ran at 0.65-0.8×
+    /// the 4-row one (the same code built with `-target-cpu haswell`, on the
+    /// Xeon of part 2, §19). On arm64 (NEON: 32 registers of 4 floats) the
+    /// 4-row tile already fills the registers. The package compiles for the
+    /// host CPU, so the host's features are the compiled code's. Tests set it
+    /// both ways and compare the results bit for bit.
+    nonisolated(unsafe) static var wideTile: Bool = HostCPU.hasAVX512
 
     /// How `multiply` shared a product between threads.
     enum Split: Equatable {
@@ -300,13 +313,30 @@ enum Gemm {
                     panel = UnsafePointer(packedB)
                     panelStride = nr
                 }
-                for t in 0..<rowTiles {
-                    let rows = min(mr, m - t * mr)
+                // Row tiles of 8 where the wide tile pays (`wideTile`) and more
+                // than 4 rows are left (the last may be partly empty), else of 4:
+                // an expert's 12 tokens are a tile of 8 and one of 4, its 13 two
+                // tiles of 8, the second storing 5 rows. Each
+                // element of C is the same chain of FMAs over K in either
+                // kernel, so the choice never changes a bit of C.
+                var i0 = 0
+                while i0 < m {
+                    let wide = wideTile && m - i0 > 4
+                    let rows = min(wide ? 8 : 4, m - i0)
                     // Rows past M (last tile) repeat the last row: computed, never stored.
-                    let row = { (r: Int) in UnsafePointer(a.base! + min(t * mr + r, m - 1) * a.rowStride + p0 * a.colStride) }
-                    microKernel(kLen: kLen, a: TileRows(rows: (row(0), row(1), row(2), row(3)), step: a.colStride),
-                                b: panel, bStride: panelStride, c: c + t * mr * ldc + j0, ldc: ldc,
-                                rows: rows, cols: cols, accumulate: addToC)
+                    let row = { (r: Int) in UnsafePointer(a.base! + min(i0 + r, m - 1) * a.rowStride + p0 * a.colStride) }
+                    let cTile = c + i0 * ldc + j0
+                    if wide {
+                        microKernel8(kLen: kLen, a: (row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7)),
+                                     step: a.colStride, b: panel, bStride: panelStride, c: cTile, ldc: ldc,
+                                     rows: rows, cols: cols, accumulate: addToC)
+                        i0 += 8
+                    } else {
+                        microKernel(kLen: kLen, a: TileRows(rows: (row(0), row(1), row(2), row(3)), step: a.colStride),
+                                    b: panel, bStride: panelStride, c: cTile, ldc: ldc,
+                                    rows: rows, cols: cols, accumulate: addToC)
+                        i0 += 4
+                    }
                 }
                 j0 += nr
             }
@@ -362,14 +392,22 @@ enum Gemm {
         typealias V = SIMD16<Float>
         var c00 = V(), c01 = V(), c10 = V(), c11 = V()
         var c20 = V(), c21 = V(), c30 = V(), c31 = V()
-        let bv = UnsafeRawPointer(b), bBytes = bStride * 4
+        let bBytes = bStride * 4
         let (r0, r1, r2, r3) = a.rows, step = a.step
-        for p in 0..<kLen {
+        // Two running offsets instead of `p * bBytes` and `p * step` each step:
+        // the multiplications, with their overflow checks, were 8 of the loop's
+        // 24 instructions, and Intel's front end issues about 6 per cycle, so
+        // they, not the 8 FMAs, set its pace.
+        var bRow = UnsafeRawPointer(b)
+        var q = 0   // A(r, p) is r_r[q], q = p · step
+        for _ in 0..<kLen {
             // Unaligned loads: a panel read in place starts wherever its row does.
-            let b0 = bv.loadUnaligned(fromByteOffset: p * bBytes, as: V.self)
-            let b1 = bv.loadUnaligned(fromByteOffset: p * bBytes + 64, as: V.self)
-            let a0 = V(repeating: r0[p * step]), a1 = V(repeating: r1[p * step])
-            let a2 = V(repeating: r2[p * step]), a3 = V(repeating: r3[p * step])
+            let b0 = bRow.loadUnaligned(as: V.self)
+            let b1 = bRow.loadUnaligned(fromByteOffset: 64, as: V.self)
+            let a0 = V(repeating: r0[q]), a1 = V(repeating: r1[q])
+            let a2 = V(repeating: r2[q]), a3 = V(repeating: r3[q])
+            bRow += bBytes
+            q &+= step
             c00.addProduct(a0, b0); c01.addProduct(a0, b1)
             c10.addProduct(a1, b0); c11.addProduct(a1, b1)
             c20.addProduct(a2, b0); c21.addProduct(a2, b1)
@@ -389,6 +427,68 @@ enum Gemm {
                 r.storeBytes(of: c10, toByteOffset: 128, as: V.self); r.storeBytes(of: c11, toByteOffset: 192, as: V.self)
                 r.storeBytes(of: c20, toByteOffset: 256, as: V.self); r.storeBytes(of: c21, toByteOffset: 320, as: V.self)
                 r.storeBytes(of: c30, toByteOffset: 384, as: V.self); r.storeBytes(of: c31, toByteOffset: 448, as: V.self)
+                for i in 0..<rows {
+                    for j in 0..<cols {
+                        c[i * ldc + j] = accumulate ? c[i * ldc + j] + t[i * nr + j] : t[i * nr + j]
+                    }
+                }
+            }
+        }
+    }
+
+    /// The wide register tile: C[8, 32] (+)= A[8, kLen] · B[kLen][32], as
+    /// `microKernel` but with 8 rows of A, so 16 accumulators.
+    ///
+    /// Why two tiles: an FMA's result is ready 4 cycles after it issues and a
+    /// core issues two per cycle, so 8 accumulators are exactly the 8 FMAs in
+    /// flight that keep both units busy, with no slack; any late load idles
+    /// them. On AMD's Zen 5 the 4-row tile ran at about 90% of the FMA peak; on
+    /// an Intel Xeon (Sapphire Rapids class) at 45-55%, and this tile, with
+    /// twice the independent chains and 10 loads per 16 FMAs instead of 6 per
+    /// 8, ran 1.4-1.7× faster there on the MNIST MoE's shapes (part 2, §19).
+    /// 16 accumulators, 2 B vectors and a broadcast use 19 of AVX-512's 32
+    /// vector registers; elsewhere it would spill (`wideTile`).
+    @inline(__always)
+    static func microKernel8(kLen: Int,
+                             a: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+                                 UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>),
+                             step: Int, b: UnsafePointer<Float>, bStride: Int,
+                             c: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, cols: Int, accumulate: Bool) {
+        typealias V = SIMD16<Float>
+        var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V(), c30 = V(), c31 = V()
+        var c40 = V(), c41 = V(), c50 = V(), c51 = V(), c60 = V(), c61 = V(), c70 = V(), c71 = V()
+        let bBytes = bStride * 4
+        var bRow = UnsafeRawPointer(b)
+        var q = 0   // A(r, p) is a.r[q], q = p · step
+        for _ in 0..<kLen {
+            let b0 = bRow.loadUnaligned(as: V.self)
+            let b1 = bRow.loadUnaligned(fromByteOffset: 64, as: V.self)
+            var x = V(repeating: a.0[q]); c00.addProduct(x, b0); c01.addProduct(x, b1)
+            x = V(repeating: a.1[q]); c10.addProduct(x, b0); c11.addProduct(x, b1)
+            x = V(repeating: a.2[q]); c20.addProduct(x, b0); c21.addProduct(x, b1)
+            x = V(repeating: a.3[q]); c30.addProduct(x, b0); c31.addProduct(x, b1)
+            x = V(repeating: a.4[q]); c40.addProduct(x, b0); c41.addProduct(x, b1)
+            x = V(repeating: a.5[q]); c50.addProduct(x, b0); c51.addProduct(x, b1)
+            x = V(repeating: a.6[q]); c60.addProduct(x, b0); c61.addProduct(x, b1)
+            x = V(repeating: a.7[q]); c70.addProduct(x, b0); c71.addProduct(x, b1)
+            bRow += bBytes
+            q &+= step
+        }
+        if rows == 8 && cols == nr {
+            store(c00, c01, to: c, accumulate: accumulate)
+            store(c10, c11, to: c + ldc, accumulate: accumulate)
+            store(c20, c21, to: c + 2 * ldc, accumulate: accumulate)
+            store(c30, c31, to: c + 3 * ldc, accumulate: accumulate)
+            store(c40, c41, to: c + 4 * ldc, accumulate: accumulate)
+            store(c50, c51, to: c + 5 * ldc, accumulate: accumulate)
+            store(c60, c61, to: c + 6 * ldc, accumulate: accumulate)
+            store(c70, c71, to: c + 7 * ldc, accumulate: accumulate)
+        } else {
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * nr) { t in
+                let r = UnsafeMutableRawPointer(t.baseAddress!)
+                for (i, v) in [c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71].enumerated() {
+                    r.storeBytes(of: v, toByteOffset: 64 * i, as: V.self)
+                }
                 for i in 0..<rows {
                     for j in 0..<cols {
                         c[i * ldc + j] = accumulate ? c[i * ldc + j] + t[i * nr + j] : t[i * nr + j]
